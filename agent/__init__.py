@@ -1,0 +1,1 @@
+"""The rig's livekit-agents worker: scenario agents with scripted STT/LLM/TTS."""

@@ -1,0 +1,53 @@
+"""await_own_handle: the tool awaits its own speech handle.
+
+`await context.speech_handle` from inside the tool waits for the very speech that is waiting for
+the tool: livekit-agents refuses with "cannot call SpeechHandle.wait_for_playout() from inside the
+function tool ... circular wait", every time, whatever the latency. The tool fails, and the LLM
+answers with an apology.
+"""
+
+from livekit.agents import Agent, AgentTask, ChatContext, RunContext, function_tool
+
+from .. import dialog
+
+
+class CollectAgeGender(AgentTask[dict]):
+    def __init__(self, chat_ctx: ChatContext, user_query: str) -> None:
+        super().__init__(instructions="Collect the child's age and gender.", chat_ctx=chat_ctx)
+        self.user_query = user_query
+
+    async def on_enter(self) -> None:
+        await self.session.generate_reply(
+            instructions="Ask for the child's age and gender.", user_input=self.user_query)
+
+    @function_tool
+    async def record_child_profile(self, context: RunContext, age: int, gender: str) -> str:
+        """Record the child's age and gender."""
+        self.complete({"age": age, "gender": gender})
+        return "recorded"
+
+    @function_tool
+    async def cancel_task(self, context: RunContext, reason: str) -> str:
+        """The caller does not want to give the child's age and gender."""
+        self.complete({"cancelled": reason})
+        return "cancelled"
+
+
+class FrontDeskAgent(Agent):
+    def __init__(self) -> None:
+        super().__init__(instructions="You are the front desk of a kids' sports club.")
+
+    async def on_enter(self) -> None:
+        self.session.say(dialog.GREETING)
+
+    @function_tool
+    async def get_programs(self, context: RunContext, user_query: str) -> str:
+        """Find the programs that fit the caller's child."""
+        await context.speech_handle  # meant: "until my preamble has played"
+        result = await CollectAgeGender(chat_ctx=self.chat_ctx, user_query=user_query)
+        await context.userdata.latency.sleep("tool")
+        return dialog.tool_result(result)
+
+
+def entry_agent() -> Agent:
+    return FrontDeskAgent()

@@ -1,0 +1,55 @@
+"""builtin_with_filler: the framework's own filler, `RunContext.with_filler` (1.8+).
+
+with_filler waits for the session to be idle before it says the filler, so it avoids the
+handoff's draining window but plays after the task's question. If the task's activity is slow
+to start it hits the "AgentSession is closing" window and logs "filler stopped on an error"
+(counted as filler_dropped). Not available on 1.3.12: the worker refuses the scenario there.
+"""
+
+from livekit.agents import Agent, AgentTask, ChatContext, RunContext, function_tool
+
+from .. import dialog
+
+
+class CollectAgeGender(AgentTask[dict]):
+    def __init__(self, chat_ctx: ChatContext, user_query: str) -> None:
+        super().__init__(instructions="Collect the child's age and gender.", chat_ctx=chat_ctx)
+        self.user_query = user_query
+
+    async def on_enter(self) -> None:
+        await self.session.generate_reply(
+            instructions="Ask for the child's age and gender.", user_input=self.user_query)
+
+    @function_tool
+    async def record_child_profile(self, context: RunContext, age: int, gender: str) -> str:
+        """Record the child's age and gender."""
+        self.complete({"age": age, "gender": gender})
+        return "recorded"
+
+    @function_tool
+    async def cancel_task(self, context: RunContext, reason: str) -> str:
+        """The caller does not want to give the child's age and gender."""
+        self.complete({"cancelled": reason})
+        return "cancelled"
+
+
+class FrontDeskAgent(Agent):
+    def __init__(self) -> None:
+        super().__init__(instructions="You are the front desk of a kids' sports club.")
+
+    async def on_enter(self) -> None:
+        self.session.say(dialog.GREETING)
+
+    @function_tool
+    async def get_programs(self, context: RunContext, user_query: str) -> str:
+        """Find the programs that fit the caller's child."""
+        await context.wait_for_playout()
+
+        async with context.with_filler(dialog.FILLER):
+            result = await CollectAgeGender(chat_ctx=self.chat_ctx, user_query=user_query)
+        await context.userdata.latency.sleep("tool")
+        return dialog.tool_result(result)
+
+
+def entry_agent() -> Agent:
+    return FrontDeskAgent()

@@ -1,0 +1,69 @@
+"""Session wiring shared by the worker (real rooms) and `rig replay` (text mode, no server)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import livekit.agents as lka
+from livekit.agents import Agent, AgentSession
+from lkrig_instrument import names, prom
+
+from . import scenarios
+from .latency import Latency, Profile
+from .providers.scripted_llm import ScriptedLLM
+from .providers.scripted_stt import ScriptedSTT, TranscriptFeed
+
+AGENTS_VERSION = lka.__version__
+_LEGACY = tuple(int(x) for x in AGENTS_VERSION.split(".")[:2]) < (1, 4)
+
+
+@dataclass
+class RigData:
+    """`context.userdata` for scenario code: the session's latency source."""
+
+    latency: Latency
+    scenario: str
+
+
+def _providers(latency: Latency, feed: TranscriptFeed) -> dict[str, Any]:
+    """Scripted by default; RIG_PROVIDERS=real uses OpenAI / Deepgram / Cartesia plugins with
+    the keys from the environment (installed only in the `providers` image variant)."""
+    from .providers.scripted_tts import ScriptedTTS
+
+    if os.environ.get("RIG_PROVIDERS", "scripted") != "real":
+        return {"stt": ScriptedSTT(feed, latency), "llm": ScriptedLLM(latency),
+                "tts": ScriptedTTS(latency)}
+    from livekit.plugins import cartesia, deepgram, openai  # type: ignore[import-not-found]
+
+    return {"stt": deepgram.STT(), "llm": openai.LLM(model="gpt-4o-mini"), "tts": cartesia.TTS()}
+
+
+def build(scenario: str, profile: Profile, seed: int, *, feed: TranscriptFeed | None = None,
+          vad: Any = None, time_scale: float = 1.0, replay: bool = False,
+          ) -> tuple[AgentSession, Agent]:
+    """(session, entry agent) for a scenario; raises ScenarioError for an unknown one."""
+    module = scenarios.load(scenario)
+    labels = {"scenario": scenario, "profile": profile.name, "agents_version": AGENTS_VERSION}
+
+    def injected(component: str, seconds: float) -> None:
+        prom.observe(names.INJECTED_LATENCY, {**labels, "component": component}, seconds)
+
+    latency = Latency(profile, seed, time_scale=time_scale, on_sample=injected)
+    kwargs: dict[str, Any] = {
+        **_providers(latency, feed or TranscriptFeed()),
+        "vad": vad,
+        "userdata": RigData(latency, scenario),
+    }
+    if replay and vad is None:
+        kwargs["stt"] = None  # text mode: no audio to transcribe
+    if _LEGACY:
+        kwargs.update(turn_detection="vad" if vad is not None else "manual",
+                      preemptive_generation=False)
+    else:
+        kwargs.update(turn_handling={"turn_detection": "vad" if vad is not None else None,
+                                     "preemptive_generation": {"enabled": False}})
+        if replay:
+            kwargs["aec_warmup_duration"] = None  # no echo to cancel in text mode
+    return AgentSession(**kwargs), module.entry_agent()

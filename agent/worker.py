@@ -1,0 +1,135 @@
+"""The livekit-agents worker: `python -m agent.worker start` (or `dev`).
+
+Jobs are dispatched explicitly to AGENT_NAME with metadata `{"scenario", "profile", "seed"}`.
+Each job runs one scenario agent with scripted providers in its own subprocess; counts go to
+PROMETHEUS_MULTIPROC_DIR, which the worker's /metrics aggregates, so they outlive the job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import tempfile
+from typing import Any
+
+from livekit.agents import AgentServer, JobContext, JobProcess, cli
+from lkrig_instrument import instrument
+
+from livekit import rtc
+
+from . import latency, scenarios, session
+from .load import ProcessTreeLoad
+from .providers.scripted_stt import TRANSCRIPT_TOPIC, TranscriptFeed
+
+log = logging.getLogger("lkrig.agent")
+EVENT_TOPIC = "lkrig.event"
+
+
+class BadJob(ValueError):
+    """Dispatch metadata that names an unknown scenario or a malformed profile."""
+
+
+def parse_metadata(raw: str) -> tuple[str, latency.Profile, int]:
+    try:
+        meta: dict[str, Any] = json.loads(raw) if raw.strip() else {}
+    except ValueError as e:
+        raise BadJob(f"dispatch metadata: not JSON ({e}): {raw[:200]!r}") from None
+    if not isinstance(meta, dict):
+        raise BadJob(f"dispatch metadata: expected a JSON object, got {raw[:200]!r}")
+    scenario = str(meta.get("scenario", os.environ.get("RIG_SCENARIO", "seed")))
+    seed = meta.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise BadJob(f"dispatch metadata: field 'seed': expected an integer, got {seed!r}")
+    try:
+        scenarios.load(scenario)
+        profile = latency.load(str(meta.get("profile", os.environ.get("RIG_PROFILE", "typical"))))
+    except (scenarios.ScenarioError, latency.ProfileError) as e:
+        raise BadJob(f"dispatch metadata: {e}") from None
+    return scenario, profile, seed
+
+
+def prewarm(proc: JobProcess) -> None:
+    from livekit.plugins import silero
+
+    proc.userdata["vad"] = silero.VAD.load()
+
+
+async def _publish(room: rtc.Room, event: dict[str, Any]) -> None:
+    try:
+        await room.local_participant.publish_data(
+            json.dumps(event).encode(), reliable=True, topic=EVENT_TOPIC)
+    except Exception:  # the caller may already be gone
+        log.debug("could not publish %s", event)
+
+
+async def entrypoint(ctx: JobContext) -> None:
+    try:
+        scenario, profile, seed = parse_metadata(ctx.job.metadata or "")
+    except BadJob as e:
+        log.error("%s (room %s)", e, ctx.room.name)
+        await ctx.connect()
+        await _publish(ctx.room, {"event": "bad_job", "detail": str(e)})
+        ctx.shutdown(reason=str(e))
+        return
+
+    await ctx.connect()
+    feed = TranscriptFeed()
+
+    def on_data(packet: rtc.DataPacket) -> None:
+        if packet.topic == TRANSCRIPT_TOPIC:
+            feed.announce(packet.data)
+
+    ctx.room.on("data_received", on_data)
+    sess, agent = session.build(scenario, profile, seed, feed=feed, vad=ctx.proc.userdata["vad"])
+    probe = instrument(sess, scenario=scenario, profile=profile.name)
+    pending: set[asyncio.Task[None]] = set()
+
+    def notify(event: dict[str, Any]) -> None:
+        task = asyncio.create_task(_publish(ctx.room, event))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+
+    from lkrig_instrument import LEDGER
+
+    def on_error(kind: str, labels: dict[str, str], owner: object) -> None:
+        if owner is probe or owner is None:
+            notify({"event": "error", "kind": kind})
+
+    LEDGER.add_listener(on_error)
+
+    def on_transcribed(ev: Any) -> None:
+        if ev.is_final and ev.transcript.strip():
+            notify({"event": "turn", "turn": feed.last_turn})
+
+    sess.on("user_input_transcribed", on_transcribed)
+    ctx.add_shutdown_callback(lambda: _finish(probe))
+    await sess.start(agent=agent, room=ctx.room)
+
+
+async def _finish(probe: Any) -> None:
+    probe.finish()
+
+
+def server() -> AgentServer:
+    metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(prefix="lkrig-prom-")
+    options: dict[str, Any] = {}
+    if os.environ.get("AGENT_LOAD", "system") == "process":
+        options["load_fnc"] = ProcessTreeLoad()
+    if threshold := os.environ.get("AGENT_LOAD_THRESHOLD"):
+        options["load_threshold"] = float(threshold)
+    srv = AgentServer(
+        **options,
+        host=os.environ.get("AGENT_HOST", "127.0.0.1"),
+        port=int(os.environ.get("AGENT_HEALTH_PORT", "8081")),
+        prometheus_port=int(os.environ.get("AGENT_METRICS_PORT", "9100")),
+        prometheus_multiproc_dir=metrics_dir,
+        setup_fnc=prewarm,
+    )
+    srv.rtc_session(entrypoint, agent_name=os.environ.get("AGENT_NAME", "lkrig-agent"))
+    return srv
+
+
+if __name__ == "__main__":
+    cli.run_app(server())

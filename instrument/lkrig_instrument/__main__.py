@@ -1,0 +1,3 @@
+from .names import markdown
+
+print(markdown(), end="")

@@ -1,0 +1,176 @@
+"""Every metric the rig exports, defined once.
+
+The agent worker, the bring-your-own instrumentation, the load generator, the Prometheus rules,
+the Grafana dashboards and the tests all take their names from here (tests check that rules and
+dashboards use no other names). Naming follows prometheus/client_python: base units, `_total`
+for counters, `_seconds` for durations, few labels with bounded values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+MetricType = Literal["counter", "gauge", "histogram"]
+
+# Bounded label values. `scenario` and `profile` are bounded by the files shipped in agent/
+# (or "byo" / "none" for a user's own agent); `agents_version` by the pinned versions.
+ERROR_KINDS = (
+    "draining",  # cannot schedule new speech, the speech scheduling is draining/pausing
+    "closing",  # AgentSession is closing, cannot use say()
+    "circular_wait",  # SpeechHandle.wait_for_playout() from inside the tool that owns it
+    "scheduler_not_running",  # a SpeechHandle scheduled after the scheduling task exited
+    "task_unfinished",  # the asyncio.Task finished before the AgentTask was completed
+    "filler_dropped",  # RunContext.with_filler: "filler stopped on an error"
+    "tool_error_other",  # any other exception raised by a function tool
+)
+SPEECH_SOURCES = ("say", "generate_reply", "auto_reply")  # auto: user-turn and tool replies
+SPEECH_OUTCOMES = ("played", "interrupted", "rejected")
+SESSION_OUTCOMES = ("completed", "stuck", "caller_left", "error")
+INJECTED_COMPONENTS = ("stt_final", "llm_ttft", "llm_token", "tts_first_byte", "tool")
+CONVERSATION_OUTCOMES = (
+    "completed",
+    "no_agent",
+    "dead_air",
+    "agent_cut_off",
+    "agent_error",
+    "connect_failed",
+    "agent_lost",
+)
+TURN_OUTCOMES = ("ok", "dead_air", "agent_cut_off", "agent_error", "no_agent", "agent_lost")
+
+AGENT_LABELS = ("scenario", "profile", "agents_version")
+CALLER_LABELS = ("scenario", "profile")
+
+# Seconds. Turn latencies of a voice agent sit between ~100 ms and a few seconds.
+LATENCY_BUCKETS = (0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 8.0, 13.0, 20.0)
+
+
+@dataclass(frozen=True)
+class Metric:
+    name: str
+    type: MetricType
+    help: str
+    labels: tuple[str, ...] = ()
+    side: Literal["agent", "caller"] = "agent"
+
+    @property
+    def samples(self) -> tuple[str, ...]:
+        """Names of the series Prometheus stores for this metric."""
+        if self.type == "histogram":
+            return (f"{self.name}_bucket", f"{self.name}_sum", f"{self.name}_count")
+        return (self.name,)
+
+
+SPEECH_SCHEDULING_ERRORS = Metric(
+    "speech_scheduling_errors_total", "counter",
+    "Speech-scheduling errors hit by the agent, by kind (each error counted once).",
+    ("kind", *AGENT_LABELS))
+SPEECHES_CREATED = Metric(
+    "agent_speeches_created_total", "counter",
+    "SpeechHandles created, by source.", ("source", *AGENT_LABELS))
+SPEECHES_DONE = Metric(
+    "agent_speeches_done_total", "counter",
+    "SpeechHandles finished: played to the end, interrupted, or rejected by the scheduler.",
+    ("source", "outcome", *AGENT_LABELS))
+HANDOFFS = Metric(
+    "agent_handoffs_total", "counter",
+    "Agent handoffs (AgentTask entered or left, update_agent).", AGENT_LABELS)
+TURNS = Metric(
+    "agent_turns_total", "counter",
+    "User turns the agent committed (final transcript handed to the LLM).", AGENT_LABELS)
+SESSIONS_ACTIVE = Metric(
+    "agent_sessions_active", "gauge", "AgentSessions running now.", AGENT_LABELS)
+SESSIONS_ENDED = Metric(
+    "agent_sessions_ended_total", "counter",
+    "AgentSessions ended, by outcome.", ("outcome", *AGENT_LABELS))
+STUCK_SESSIONS = Metric(
+    "agent_stuck_sessions_total", "counter",
+    "Sessions in which an AgentTask did not hand back, or a speech did not finish, within the "
+    "stuck timeout (counted once per session).", AGENT_LABELS)
+TURN_SECONDS = Metric(
+    "agent_turn_seconds", "histogram",
+    "Agent-side turn timings from ChatMessage.metrics, by stage.", ("stage", *AGENT_LABELS))
+INJECTED_LATENCY = Metric(
+    "agent_injected_latency_seconds", "histogram",
+    "Latency the scripted providers actually injected, by component.",
+    ("component", *AGENT_LABELS))
+
+CALLER_TURN_LATENCY = Metric(
+    "caller_turn_latency_seconds", "histogram",
+    "Caller-measured end of utterance to first agent audio.", CALLER_LABELS, "caller")
+CALLER_SILENCE_GAP = Metric(
+    "caller_silence_gap_seconds", "histogram",
+    "Caller-measured silence between two agent utterances in one turn (filler end to answer).",
+    CALLER_LABELS, "caller")
+CALLER_DISPATCH_TO_JOIN = Metric(
+    "caller_dispatch_to_join_seconds", "histogram",
+    "Agent dispatch request to the agent joining the caller's room.", CALLER_LABELS, "caller")
+CALLER_TURNS = Metric(
+    "caller_turns_total", "counter", "Caller turns, by outcome.", ("outcome", *CALLER_LABELS),
+    "caller")
+CALLER_DEAD_AIR = Metric(
+    "caller_dead_air_total", "counter",
+    "Turns in which no agent audio arrived within the dead-air timeout.", CALLER_LABELS, "caller")
+CALLER_CONVERSATIONS = Metric(
+    "caller_conversations_total", "counter", "Conversations, by outcome.",
+    ("outcome", *CALLER_LABELS), "caller")
+CALLER_ROOMS_WITHOUT_AGENT = Metric(
+    "caller_rooms_without_agent_total", "counter",
+    "Rooms the agent never joined within the join timeout.", CALLER_LABELS, "caller")
+CALLERS_ACTIVE = Metric(
+    "callers_active", "gauge", "Callers in a room now.", CALLER_LABELS, "caller")
+
+ALL: tuple[Metric, ...] = tuple(v for v in dict(globals()).values() if isinstance(v, Metric))
+AGENT_METRICS = tuple(m for m in ALL if m.side == "agent")
+CALLER_METRICS = tuple(m for m in ALL if m.side == "caller")
+
+# Series the dashboards and rules read from other exporters (livekit-server's and the
+# livekit-agents worker's own /metrics); listed so the "no unknown names" checks cover them.
+EXTERNAL = (
+    "livekit_room_total",
+    "livekit_participant_total",
+    "livekit_packet_loss_total",
+    "livekit_packet_total",
+    "livekit_jitter_us_bucket",
+    "lk_agents_active_job_count",
+    "lk_agents_worker_load",
+    "up",
+)
+
+TURN_STAGES = ("e2e", "llm_ttft", "tts_ttfb", "end_of_turn", "transcription")
+
+
+def markdown() -> str:
+    """docs/metrics.md, generated from the definitions above (`python -m lkrig_instrument`)."""
+    lines = [
+        "# Metrics",
+        "",
+        "Generated from `instrument/lkrig_instrument/names.py` by "
+        "`python -m lkrig_instrument > docs/metrics.md`; a test keeps the two equal.",
+        "",
+        "| name | type | labels | side | meaning |",
+        "|---|---|---|---|---|",
+    ]
+    for m in ALL:
+        lines.append(f"| `{m.name}` | {m.type} | {', '.join(m.labels) or '-'} | {m.side} | {m.help} |")
+    lines += [
+        "",
+        "Label values:",
+        "",
+        f"- `kind`: {', '.join(ERROR_KINDS)}",
+        f"- `source`: {', '.join(SPEECH_SOURCES)}",
+        f"- `outcome` (speeches): {', '.join(SPEECH_OUTCOMES)}",
+        f"- `outcome` (sessions): {', '.join(SESSION_OUTCOMES)}",
+        f"- `outcome` (conversations): {', '.join(CONVERSATION_OUTCOMES)}",
+        f"- `outcome` (caller turns): {', '.join(TURN_OUTCOMES)}",
+        f"- `component`: {', '.join(INJECTED_COMPONENTS)}",
+        f"- `stage`: {', '.join(TURN_STAGES)}",
+        "- `scenario`: a file name in `agent/scenarios/` (or `byo`); `profile`: a file name in "
+        "`agent/profiles/` (or `none`); `agents_version`: the livekit-agents version running.",
+        "",
+        "Also read by the dashboards and rules (exported by livekit-server and the livekit-agents "
+        f"worker itself): {', '.join(f'`{n}`' for n in EXTERNAL)}.",
+        "",
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,208 @@
+"""`rig`: the command line of the LiveKit voice-agent load rig."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+from pathlib import Path
+from types import FrameType
+
+from rig import native
+
+EXIT_USAGE = 2
+
+
+def _err(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _not_built(args: argparse.Namespace) -> int:
+    _err(f"rig {args.command}: not yet built")
+    return EXIT_USAGE
+
+
+def _print_urls(info: native.StackInfo) -> None:
+    lines = [
+        ("LiveKit", f"{info.livekit_url}  (metrics {info.livekit_metrics_url})"),
+        ("Prometheus", info.prometheus_url),
+    ]
+    for agent in info.agents:
+        lines.append((agent.name, f"health {agent.health_url}  metrics {agent.metrics_url}"))
+    if info.locust_url:
+        lines.append(("Locust", f"{info.locust_url}  (loadgen metrics {info.loadgen_metrics_url})"))
+    lines.append(("Logs", info.logs_dir))
+    width = max(len(name) for name, _ in lines)
+    print(f"rig up: all healthy in {info.startup_seconds:.1f} s", flush=True)
+    for name, value in lines:
+        print(f"  {name:<{width}}  {value}", flush=True)
+
+
+class _Stop(BaseException):
+    """Raised from the signal handler: Ctrl-C or SIGTERM (`rig down`) asks us to stop."""
+
+
+def _raise_stop(signum: int, _frame: FrameType | None) -> None:
+    raise _Stop(signum)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    if not args.native:
+        _err(
+            "rig up: only --native is supported here (no Docker engine); use `rig up --native`, "
+            "or `docker compose up` where Docker runs"
+        )
+        return EXIT_USAGE
+    opts = native.NativeOptions(
+        agents=args.agents,
+        loadgen_workers=args.loadgen_workers,
+        run_dir=args.run_dir,
+        logs=args.logs,
+        port_offset=args.port_offset,
+        env_file=args.env_file,
+        agent_name=args.agent_name,
+        agents_version=args.agents_version,
+        agent_module=args.agent_module,
+        die_with_supervisor=not args.detach,
+    )
+    stack = native.NativeStack(opts)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _raise_stop)
+    rc = 0
+    try:
+        info = stack.start()
+        _print_urls(info)
+        if args.detach:
+            stack.mark_detached()
+            print(
+                f"rig up: running in the background; stop it with `rig down` (state in {opts.run_dir})",
+                flush=True,
+            )
+            return 0
+        print("rig up: running; Ctrl-C (or `rig down`) stops everything", flush=True)
+        while True:
+            dead = stack.dead_service()
+            if dead is not None:
+                _err(f"rig up: {stack.describe_death(dead)}\nrig up: stopping the rest")
+                rc = 1
+                break
+            time.sleep(0.5)
+    except _Stop:
+        print("rig up: stopping", flush=True)
+        rc = 0 if stack.info and stack.info.startup_seconds else 130
+    except native.StackError as exc:
+        _err(f"rig up: {exc}")
+        rc = 1
+    finally:
+        # A second Ctrl-C must not cut the teardown short and leave orphans.
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
+        if not args.detach or rc != 0:
+            left = stack.stop()
+            if left:
+                _err(f"rig up: could not stop {'; '.join(left)}")
+                rc = rc or 1
+            elif rc == 0:
+                print("rig up: stopped; no process of the stack is left", flush=True)
+    return rc
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    try:
+        native.down(args.run_dir, lambda msg: print(msg, flush=True))
+    except native.StackError as exc:
+        _err(str(exc))
+        return 1
+    return 0
+
+
+def _nonneg(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rig", description="Load-and-soak test rig for LiveKit voice agents."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    up = sub.add_parser("up", help="start the stack (livekit-server, agents, Locust, Prometheus)")
+    up.add_argument("--native", action="store_true", help="run everything as local processes (no Docker)")
+    up.add_argument(
+        "--agents", type=_nonneg, default=1, metavar="N", help="agent worker processes (default 1)"
+    )
+    up.add_argument(
+        "--loadgen-workers",
+        type=_nonneg,
+        default=1,
+        metavar="M",
+        help="Locust worker processes (default 1; 0 = no Locust at all)",
+    )
+    up.add_argument(
+        "--logs", type=Path, metavar="DIR", help="folder for one log per service (default RUN_DIR/logs)"
+    )
+    up.add_argument("--detach", action="store_true", help="return once healthy; stop later with `rig down`")
+    up.add_argument(
+        "--port-offset",
+        type=_nonneg,
+        default=0,
+        metavar="K",
+        help="shift every port by K, to run beside another stack (see docs/native-stack.md)",
+    )
+    up.add_argument(
+        "--env-file", type=Path, default=native.REPO / ".env", help="LiveKit credentials (default .env)"
+    )
+    up.add_argument(
+        "--agent-name", default="lkrig-agent", help="AGENT_NAME for the workers (default lkrig-agent)"
+    )
+    up.add_argument(
+        "--agents-version",
+        metavar="VERSION",
+        help="livekit-agents version for the workers: the main pin (default) or the legacy pin",
+    )
+    up.add_argument(
+        "--agent-module",
+        default=native.AGENT_MODULE,
+        metavar="MODULE",
+        help=f"worker to run as `python -m MODULE start` (default {native.AGENT_MODULE})",
+    )
+    up.set_defaults(func=cmd_up)
+
+    down = sub.add_parser("down", help="stop a stack started by `rig up --native`")
+    down.set_defaults(func=cmd_down)
+
+    for p in (up, down):
+        p.add_argument(
+            "--run-dir",
+            type=Path,
+            default=native.DEFAULT_RUN_DIR,
+            help="state, generated configs and Prometheus data (default .rig/native)",
+        )
+
+    for name, text in (
+        ("replay", "replay a scenario offline (no server) and count its errors; see `rig replay -h`"),
+        ("run", "run a load scenario"),
+        ("report", "summarise a run"),
+        ("sweep", "run a parameter sweep"),
+    ):
+        p = sub.add_parser(name, help=text)
+        p.set_defaults(func=_not_built)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["replay"]:  # its own parser, possibly in another livekit-agents venv
+        from rig import replay_cmd
+
+        return replay_cmd.main(argv[1:])
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

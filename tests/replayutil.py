@@ -1,0 +1,50 @@
+"""Runs `rig replay` the way a user does, as a subprocess, and parses its JSON and metrics."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Replay:
+    rc: int
+    summary: dict[str, Any]
+    stderr: str
+    metrics: str
+
+    def sample(self, name: str, **labels: str) -> float:
+        """Sum of the exported samples of `name` whose labels include `labels`."""
+        total, found = 0.0, False
+        for line in self.metrics.splitlines():
+            if not line.startswith(name + "{"):
+                continue
+            body = line[len(name) + 1 : line.rindex("}")]
+            pairs = dict(p.split("=", 1) for p in body.split(",") if "=" in p)
+            if all(pairs.get(k) == f'"{v}"' for k, v in labels.items()):
+                total += float(line.rsplit(" ", 1)[1])
+                found = True
+        assert found, f"no {name} sample with {labels} in the replay's metrics"
+        return total
+
+
+def start(tmp: Path, *args: str) -> tuple[subprocess.Popen[str], Path]:
+    out = tmp / f"metrics-{abs(hash(args))}.txt"
+    cmd = [sys.executable, "-m", "rig.cli", "replay", *args, "--metrics-out", str(out)]
+    return subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True), out
+
+
+def finish(proc: subprocess.Popen[str], out: Path, timeout: float = 600) -> Replay:
+    stdout, stderr = proc.communicate(timeout=timeout)
+    summary = json.loads(stdout) if proc.returncode == 0 else {}
+    return Replay(proc.returncode, summary, stderr, out.read_text() if out.exists() else "")
+
+
+def replay(tmp: Path, *args: str, timeout: float = 600) -> Replay:
+    return finish(*start(tmp, *args), timeout=timeout)
