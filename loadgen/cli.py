@@ -70,8 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="agent quiet this long after replying ends a turn (default 1.5 s)")
     p.add_argument("--turn-timeout", type=_positive(float), default=30.0)
     p.add_argument("--chunk-ms", type=_frame_ms, default=20, help="mic capture chunk (default 20)")
-    p.add_argument("--recv-frame-ms", type=_frame_ms, default=20,
-                   help="AudioStream frame size for the agent's audio (default 20)")
+    p.add_argument("--recv-frame-ms", type=_frame_ms, default=100,
+                   help="AudioStream frame size for the agent's audio (default 100)")
     p.add_argument("--room-prefix", default="lkrig")
     return p
 

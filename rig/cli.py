@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import signal
 import sys
 import time
@@ -15,7 +16,14 @@ EXIT_USAGE = 2
 
 
 def _err(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
+    with contextlib.suppress(OSError):
+        print(msg, file=sys.stderr, flush=True)
+
+
+def _out(msg: str) -> None:
+    # A closed stdout (`rig up | head`) must not abort a start or a teardown half-way.
+    with contextlib.suppress(OSError):
+        print(msg, flush=True)
 
 
 def _not_built(args: argparse.Namespace) -> int:
@@ -34,16 +42,22 @@ def _print_urls(info: native.StackInfo) -> None:
         lines.append(("Locust", f"{info.locust_url}  (loadgen metrics {info.loadgen_metrics_url})"))
     lines.append(("Logs", info.logs_dir))
     width = max(len(name) for name, _ in lines)
-    print(f"rig up: all healthy in {info.startup_seconds:.1f} s", flush=True)
+    _out(f"rig up: all healthy in {info.startup_seconds:.1f} s")
     for name, value in lines:
-        print(f"  {name:<{width}}  {value}", flush=True)
+        _out(f"  {name:<{width}}  {value}")
 
 
 class _Stop(BaseException):
     """Raised from the signal handler: Ctrl-C or SIGTERM (`rig down`) asks us to stop."""
 
 
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 def _raise_stop(signum: int, _frame: FrameType | None) -> None:
+    # Only the first signal interrupts: a second Ctrl-C must not cut the teardown short.
+    for sig in _STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
     raise _Stop(signum)
 
 
@@ -67,20 +81,20 @@ def cmd_up(args: argparse.Namespace) -> int:
         die_with_supervisor=not args.detach,
     )
     stack = native.NativeStack(opts)
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+    for sig in _STOP_SIGNALS:
         signal.signal(sig, _raise_stop)
-    rc = 0
+    rc = 1  # anything unforeseen counts as a failure, and stops what was started
+    detached = False
     try:
         info = stack.start()
         _print_urls(info)
         if args.detach:
             stack.mark_detached()
-            print(
-                f"rig up: running in the background; stop it with `rig down` (state in {opts.run_dir})",
-                flush=True,
-            )
+            _out(f"rig up: running in the background; stop it with `rig down` (state in {opts.run_dir})")
+            detached = True
             return 0
-        print("rig up: running; Ctrl-C (or `rig down`) stops everything", flush=True)
+        _out("rig up: running; Ctrl-C (or `rig down`) stops everything")
+        rc = 0
         while True:
             dead = stack.dead_service()
             if dead is not None:
@@ -89,28 +103,27 @@ def cmd_up(args: argparse.Namespace) -> int:
                 break
             time.sleep(0.5)
     except _Stop:
-        print("rig up: stopping", flush=True)
+        _out("rig up: stopping")
         rc = 0 if stack.info and stack.info.startup_seconds else 130
     except native.StackError as exc:
         _err(f"rig up: {exc}")
         rc = 1
     finally:
-        # A second Ctrl-C must not cut the teardown short and leave orphans.
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        for sig in _STOP_SIGNALS:  # from here on nothing may interrupt the teardown
             signal.signal(sig, signal.SIG_IGN)
-        if not args.detach or rc != 0:
+        if not detached:
             left = stack.stop()
             if left:
                 _err(f"rig up: could not stop {'; '.join(left)}")
                 rc = rc or 1
             elif rc == 0:
-                print("rig up: stopped; no process of the stack is left", flush=True)
+                _out("rig up: stopped; no process of the stack is left")
     return rc
 
 
 def cmd_down(args: argparse.Namespace) -> int:
     try:
-        native.down(args.run_dir, lambda msg: print(msg, flush=True))
+        native.down(args.run_dir, _out)
     except native.StackError as exc:
         _err(str(exc))
         return 1

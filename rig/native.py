@@ -7,6 +7,7 @@ docs/native-stack.md.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -56,6 +57,12 @@ def cache_dir() -> Path:
     return Path(os.environ.get("RIG_CACHE") or Path.home() / ".cache" / "lkrig")
 
 
+def _print(msg: str) -> None:
+    # A closed stdout (`rig up | head`) must not abort a start or a teardown half-way.
+    with contextlib.suppress(OSError):
+        print(msg, flush=True)
+
+
 @dataclass
 class NativeOptions:
     agents: int = 1
@@ -76,7 +83,7 @@ class NativeOptions:
     prometheus_timeout: float = 30.0
     agent_timeout: float = 90.0  # imports livekit-agents, loads the silero VAD, registers
     locust_timeout: float = 60.0
-    say: Callable[[str], None] = field(default=lambda msg: print(msg, flush=True), repr=False)
+    say: Callable[[str], None] = field(default=lambda msg: _print(msg), repr=False)
 
     @property
     def logs_dir(self) -> Path:
@@ -486,8 +493,11 @@ class NativeStack:
                     "AGENT_HEALTH_PORT": str(p.agent_health[i]),
                     "AGENT_METRICS_PORT": str(p.agent_metrics[i]),
                     "PROMETHEUS_MULTIPROC_DIR": str(mp),
-                    # the legacy venv finds the repo by a .pth; this makes it independent of that
-                    "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
+                    # The legacy venv finds the repo and instrument/ through .pth files pointing at the
+                    # clone that last ran setup; this pins both to this checkout.
+                    "PYTHONPATH": os.pathsep.join(
+                        filter(None, [str(REPO), str(REPO / "instrument"), os.environ.get("PYTHONPATH")])
+                    ),
                 }
             )
             health = f"http://127.0.0.1:{p.agent_health[i]}/"
@@ -602,14 +612,13 @@ class NativeStack:
         except pins.PinError as exc:
             raise StackError(str(exc)) from exc
         try:
-            key, secret, created = envfile.load_credentials(o.env_file, o.env_example)
+            key, secret, generated = envfile.load_credentials(o.env_file, o.env_example)
         except envfile.EnvFileError as exc:
             raise StackError(f"{exc} (fix it, or delete it to have a new one generated)") from exc
-        if created:
+        if generated:
             o.say(
-                f"rig up: created {o.env_file} from {o.env_example.name}"
-                " with a new random LIVEKIT_API_KEY and "
-                "LIVEKIT_API_SECRET (not shown; mode 0600)"
+                f"rig up: created {o.env_file} (mode 0600) from {o.env_example.name} with new random"
+                f" {', '.join(generated)} (values not shown)"
             )
         self._credentials = (key, secret)
         self._secret = secret

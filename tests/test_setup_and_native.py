@@ -102,7 +102,9 @@ def test_rig_up_detached_serves_livekit_scraped_by_prometheus_and_rig_down_leave
     env_file = tmp_path / ".env"
     assert f"created {env_file}" in up.stdout
     assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
-    key, secret = envfile.livekit_credentials(envfile.parse(env_file), env_file)
+    values = envfile.parse(env_file)
+    key, secret = envfile.livekit_credentials(values, env_file)
+    assert len(values["GRAFANA_ADMIN_PASSWORD"]) >= 32  # the compose stack's Grafana has no default password
 
     try:
         lk_port = LIVEKIT_BASE["port"] + offset
@@ -130,8 +132,9 @@ def test_rig_up_detached_serves_livekit_scraped_by_prometheus_and_rig_down_leave
             assert not outside, f"{name} binds beyond loopback: {outside}"
 
         # The secret is in no output and no log.
-        assert secret not in up.stdout + up.stderr
-        assert secret not in _all_logs(tmp_path)
+        for value in (secret, values["GRAFANA_ADMIN_PASSWORD"]):
+            assert value not in up.stdout + up.stderr
+            assert value not in _all_logs(tmp_path)
         assert key  # the key is not secret, but it must exist
     finally:
         down = run_rig("down", "--run-dir", str(tmp_path))

@@ -1,9 +1,10 @@
 """builtin_with_filler: the framework's own filler, `RunContext.with_filler` (1.8+).
 
-with_filler waits for the session to be idle before it says the filler, so it avoids the
-handoff's draining window but plays after the task's question. If the task's activity is slow
-to start it hits the "AgentSession is closing" window and logs "filler stopped on an error"
-(counted as filler_dropped). Not available on 1.3.12: the worker refuses the scenario there.
+with_filler says the filler once the session has been idle for `delay` (0 by default). That
+moment can fall inside the handoff's draining window (or, when the task's activity is slow to
+start, the "AgentSession is closing" window): then the framework logs "filler stopped on an
+error", counted as filler_dropped, and no filler plays. Otherwise the filler plays, after the
+task's question. Not available on 1.3.12: the worker refuses the scenario there.
 """
 
 from livekit.agents import Agent, AgentTask, ChatContext, RunContext, function_tool

@@ -53,7 +53,8 @@ class QueryResult:
     def line(self) -> str:
         status = "OK  " if self.ok else "FAIL"
         what = self.error or (f"{self.series} series" if self.series else "no data")
-        return f"{status} {self.dashboard}: {self.panel} {self.ref}: {what}\n       {self.expr}"
+        expr = " ".join(self.expr.split())
+        return f"{status} {self.dashboard}: {self.panel} {self.ref}: {what}\n       {expr}"
 
 
 @dataclass
@@ -76,8 +77,9 @@ def query(prom_url: str, expr: str, at: float | None = None, timeout: float = 15
     data = {"query": expr}
     if at is not None:
         data["time"] = f"{at:.3f}"
-    req = urllib.request.Request(prom_url.rstrip("/") + "/api/v1/query",
-                                 data=urllib.parse.urlencode(data).encode(), method="POST")
+    req = urllib.request.Request(
+        prom_url.rstrip("/") + "/api/v1/query", data=urllib.parse.urlencode(data).encode(), method="POST"
+    )
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             return json.load(resp)
@@ -105,8 +107,13 @@ def _regex_of(values: list[str]) -> str:
     return escaped[0] if len(escaped) == 1 else "(" + "|".join(escaped) + ")"
 
 
-def resolve_variables(prom_url: str, dashboard: dict[str, Any], builtins: dict[str, str],
-                      pinned: dict[str, list[str]], at: float | None) -> tuple[dict[str, str], list[str]]:
+def resolve_variables(
+    prom_url: str,
+    dashboard: dict[str, Any],
+    builtins: dict[str, str],
+    pinned: dict[str, list[str]],
+    at: float | None,
+) -> tuple[dict[str, str], list[str]]:
     """{variable: text to substitute}, problems."""
     values: dict[str, str] = dict(builtins)
     problems = []
@@ -121,8 +128,10 @@ def resolve_variables(prom_url: str, dashboard: dict[str, Any], builtins: dict[s
             continue
         m = metric_names.LABEL_VALUES.match(metric_names.variable_query(var))
         if not m:
-            problems.append(f"variable ${name}: query {metric_names.variable_query(var)!r} is not "
-                            "label_values([selector,] label)")
+            problems.append(
+                f"variable ${name}: query {metric_names.variable_query(var)!r} is not "
+                "label_values([selector,] label)"
+            )
             continue
         label = m["label"]
         selector, _ = metric_names.substitute(m["selector"] or f'{{{label}!=""}}', values)
@@ -146,17 +155,29 @@ def resolve_variables(prom_url: str, dashboard: dict[str, Any], builtins: dict[s
     return values, problems
 
 
-def check_panels_live(prom_url: str, dashboards: list[Path] | None = None, *, rate_interval: str = "1m",
-                      range_: str = "5m", interval: str = "15s", at: float | None = None,
-                      variables: dict[str, list[str]] | None = None) -> LiveReport:
+def check_panels_live(
+    prom_url: str,
+    dashboards: list[Path] | None = None,
+    *,
+    rate_interval: str = "1m",
+    range_: str = "5m",
+    interval: str = "15s",
+    at: float | None = None,
+    variables: dict[str, list[str]] | None = None,
+) -> LiveReport:
     """Run every panel target of `dashboards` (default: grafana/dashboards/*.json) against `prom_url`.
 
     Raises PrometheusUnreachable if `prom_url` does not answer; everything else is in the report.
     """
     paths = dashboards or sorted(DASHBOARD_DIR.glob("*.json"))
-    builtins = {"__rate_interval": rate_interval, "__range": range_, "__interval": interval,
-                "__range_s": str(_seconds(range_)), "__range_ms": str(_seconds(range_) * 1000),
-                "__interval_ms": str(_seconds(interval) * 1000)}
+    builtins = {
+        "__rate_interval": rate_interval,
+        "__range": range_,
+        "__interval": interval,
+        "__range_s": str(_seconds(range_)),
+        "__range_ms": str(_seconds(range_) * 1000),
+        "__interval_ms": str(_seconds(interval) * 1000),
+    }
     report = LiveReport()
     if not paths:
         report.problems.append(f"no dashboards in {DASHBOARD_DIR}")
@@ -175,7 +196,9 @@ def check_panels_live(prom_url: str, dashboards: list[Path] | None = None, *, ra
             for t in targets:
                 ref = t.get("refId") or "?"
                 if not isinstance(t.get("expr"), str) or not t["expr"].strip():
-                    report.results.append(QueryResult(path.name, panel, ref, "", error="target has no 'expr'"))
+                    report.results.append(
+                        QueryResult(path.name, panel, ref, "", error="target has no 'expr'")
+                    )
                     continue
                 expr, unknown = metric_names.substitute(t["expr"], values)
                 r = QueryResult(path.name, panel, ref, expr)
@@ -215,8 +238,13 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--range", dest="range_", default="5m", help="value of $__range (default 5m)")
     ap.add_argument("--interval", default="15s", help="value of $__interval (default 15s)")
     ap.add_argument("--time", type=float, default=None, help="evaluate at this Unix time (default: now)")
-    ap.add_argument("--var", action="append", default=[], metavar="NAME=V[,V...]",
-                    help="pin a template variable to these live values")
+    ap.add_argument(
+        "--var",
+        action="append",
+        default=[],
+        metavar="NAME=V[,V...]",
+        help="pin a template variable to these live values",
+    )
     ap.add_argument("--wait", type=float, default=0.0, help="retry for up to this many seconds")
     ap.add_argument("dashboards", nargs="*", type=Path)
     args = ap.parse_args(argv)
@@ -233,9 +261,16 @@ def main(argv: list[str]) -> int:
             return 2
     try:
         _seconds(args.rate_interval), _seconds(args.range_), _seconds(args.interval)
-        report = wait_until_ok(args.prometheus, args.wait, dashboards=args.dashboards or None,
-                               rate_interval=args.rate_interval, range_=args.range_, interval=args.interval,
-                               at=args.time, variables=pinned)
+        report = wait_until_ok(
+            args.prometheus,
+            args.wait,
+            dashboards=args.dashboards or None,
+            rate_interval=args.rate_interval,
+            range_=args.range_,
+            interval=args.interval,
+            at=args.time,
+            variables=pinned,
+        )
     except (PrometheusUnreachable, ValueError) as e:
         print(f"check_panels_live: {e}", file=sys.stderr)
         return 2

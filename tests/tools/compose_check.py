@@ -30,21 +30,34 @@ SCALABLE = ("agent", "agent-providers", "locust-worker")
 LOOPBACK = "127.0.0.1"
 
 
-def run_compose(compose_file: Path, args: list[str], env: dict[str, str] | None = None,
-                profiles: str | None = "*") -> subprocess.CompletedProcess[str]:
+def run_compose(
+    compose_file: Path, args: list[str], env: dict[str, str] | None = None, profiles: str | None = "*"
+) -> subprocess.CompletedProcess[str]:
     """Run the compose binary on `compose_file`.
 
     The environment is exactly `env` (plus PATH/HOME) and an empty --env-file, so neither the
     caller's shell nor a developer's .env can supply a variable the test means to leave unset.
     """
     with tempfile.NamedTemporaryFile("w", suffix=".env") as empty_env:
-        cmd = [str(compose_bin()), "-f", str(compose_file), "--project-directory", str(compose_file.parent),
-               "--env-file", empty_env.name]
+        cmd = [
+            str(compose_bin()),
+            "-f",
+            str(compose_file),
+            "--project-directory",
+            str(compose_file.parent),
+            "--env-file",
+            empty_env.name,
+        ]
         if profiles:
             cmd += ["--profile", profiles]
         base = {k: os.environ[k] for k in ("PATH", "HOME") if k in os.environ}
-        return subprocess.run(cmd + args, env={**base, **(DUMMY_ENV if env is None else env)},
-                              capture_output=True, text=True, timeout=60)
+        return subprocess.run(
+            cmd + args,
+            env={**base, **(DUMMY_ENV if env is None else env)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
 
 
 def config_problems(compose_file: Path, env: dict[str, str] | None = None) -> list[str]:
@@ -79,12 +92,16 @@ def policy_problems(model: dict[str, Any]) -> list[str]:
             problems.append(f"service {name}: no healthcheck")
         for dep, spec in (svc.get("depends_on") or {}).items():
             if spec.get("condition") != "service_healthy":
-                problems.append(f"service {name}: depends_on {dep} with condition "
-                                f"{spec.get('condition')!r}, expected service_healthy")
+                problems.append(
+                    f"service {name}: depends_on {dep} with condition "
+                    f"{spec.get('condition')!r}, expected service_healthy"
+                )
         for p in svc.get("ports") or []:
             if p.get("host_ip") != LOOPBACK:
-                problems.append(f"service {name}: port {p.get('published')}:{p.get('target')} is published on "
-                                f"{p.get('host_ip') or 'all interfaces'}, expected {LOOPBACK}")
+                problems.append(
+                    f"service {name}: port {p.get('published')}:{p.get('target')} is published on "
+                    f"{p.get('host_ip') or 'all interfaces'}, expected {LOOPBACK}"
+                )
         if name in SCALABLE:
             if svc.get("container_name"):
                 problems.append(f"service {name}: container_name {svc['container_name']!r} prevents --scale")

@@ -70,14 +70,22 @@ def type_problems(paths: list[Path]) -> list[str]:
             load(path)  # a JSON syntax error is reported as such, not as a TypeScript one
             ts = work / f"d{i}_{re.sub(r'[^A-Za-z0-9_]', '_', path.stem)}.ts"
             # The file's own text on line 2 onwards, so tsc's line N is the JSON's line N - 1.
-            ts.write_text("import type { DashboardJson } from './json_types';\nexport const dashboard = "
-                          + path.read_text().rstrip() + " satisfies DashboardJson;\n")
+            ts.write_text(
+                "import type { DashboardJson } from './json_types';\nexport const dashboard = "
+                + path.read_text().rstrip()
+                + " satisfies DashboardJson;\n"
+            )
             sources[ts.name] = path
         config = json.loads((check_dir / "tsconfig.json").read_text())
         config["include"] = ["json_types.ts", *sources]
         (work / "tsconfig.json").write_text(json.dumps(config))
-        r = subprocess.run([str(check_dir / "node_modules" / ".bin" / "tsc"), "-p", str(work)],
-                           capture_output=True, text=True, timeout=180, cwd=work)
+        r = subprocess.run(
+            [str(check_dir / "node_modules" / ".bin" / "tsc"), "-p", str(work)],
+            capture_output=True,
+            text=True,
+            timeout=180,
+            cwd=work,
+        )
         if r.returncode == 0:
             return []
         lines = []
@@ -88,7 +96,8 @@ def type_problems(paths: list[Path]) -> list[str]:
                 lines.append(f"{src}:{int(m['line']) - 1}:{m['col']}: {m['msg']}")
             else:
                 lines.append(line)
-        return ["@grafana/schema type check failed (tsc rc=%d):\n%s" % (r.returncode, "\n".join(lines))]
+        report = "\n".join(lines)
+        return [f"@grafana/schema type check failed (tsc rc={r.returncode}):\n{report}"]
 
 
 def provisioned_datasource_uids(ds_dir: Path = DATASOURCE_DIR) -> set[str]:
@@ -134,8 +143,9 @@ def query_problems(dashboard: dict[str, Any], name: str, datasource_uids: set[st
     return problems
 
 
-def check(paths: list[Path] | None = None, rules_dir: Path = RULES_DIR,
-          datasource_dir: Path = DATASOURCE_DIR) -> list[str]:
+def check(
+    paths: list[Path] | None = None, rules_dir: Path = RULES_DIR, datasource_dir: Path = DATASOURCE_DIR
+) -> list[str]:
     paths = dashboards(paths)
     if not paths:
         return [f"no dashboards in {DASHBOARD_DIR}"]

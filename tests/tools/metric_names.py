@@ -28,8 +28,12 @@ RECORDED = re.compile(r"^[a-z0-9_]+:(?P<metric>[a-z0-9_]+):[a-z0-9_]+$")
 
 # Grafana's built-in interval variables, as the static checks substitute them.
 GRAFANA_BUILTINS = {
-    "__rate_interval": "1m", "__interval": "1m", "__interval_ms": "60000",
-    "__range": "5m", "__range_s": "300", "__range_ms": "300000",
+    "__rate_interval": "1m",
+    "__interval": "1m",
+    "__interval_ms": "60000",
+    "__range": "5m",
+    "__range_s": "300",
+    "__range_ms": "300000",
 }
 VARIABLE = re.compile(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)|\[\[(\w+)(?::\w+)?\]\]")
 
@@ -80,8 +84,10 @@ def name_problems(exprs: list[Expr], allowed: set[str]) -> list[str]:
             problems.append(f"{where}: PromQL does not parse: {error}")
         for n in names:
             if n not in allowed:
-                problems.append(f"{where}: metric {n!r} is not defined in {NAMES_PY.relative_to(REPO)} "
-                                "(names.ALL samples, names.EXTERNAL) nor recorded by our rules")
+                problems.append(
+                    f"{where}: metric {n!r} is not defined in {NAMES_PY.relative_to(REPO)} "
+                    "(names.ALL samples, names.EXTERNAL) nor recorded by our rules"
+                )
     return problems
 
 
@@ -94,7 +100,9 @@ def rule_exprs(rule_files: list[Path]) -> tuple[list[Expr], set[str], list[str]]
         for group in doc.get("groups") or []:
             for i, rule in enumerate(group.get("rules") or []):
                 label = rule.get("record") or rule.get("alert") or f"rule {i}"
-                exprs.append(Expr(f"{path.name}: group {group.get('name')!r} {label}", str(rule.get("expr", ""))))
+                exprs.append(
+                    Expr(f"{path.name}: group {group.get('name')!r} {label}", str(rule.get("expr", "")))
+                )
                 if "record" in rule:
                     recorded.add(rule["record"])
     return exprs, recorded, problems
@@ -156,7 +164,9 @@ def dashboard_exprs(dashboard: dict[str, Any], name: str) -> tuple[list[Expr], l
     def add(where: str, expr: str) -> None:
         text, unknown = substitute(expr, values)
         for u in sorted(unknown):
-            problems.append(f"{where}: uses ${u}, which is neither a dashboard variable nor a Grafana builtin")
+            problems.append(
+                f"{where}: uses ${u}, which is neither a dashboard variable nor a Grafana builtin"
+            )
         exprs.append(Expr(where, text))
 
     for var in (dashboard.get("templating") or {}).get("list") or []:

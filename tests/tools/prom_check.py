@@ -19,8 +19,9 @@ PROM_DIR = REPO / "prometheus"
 
 
 def _promtool(*args: str | Path, cwd: Path | None = None) -> list[str]:
-    r = subprocess.run([str(promtool_bin()), *map(str, args)], capture_output=True, text=True,
-                       timeout=120, cwd=cwd)
+    r = subprocess.run(
+        [str(promtool_bin()), *map(str, args)], capture_output=True, text=True, timeout=120, cwd=cwd
+    )
     if r.returncode != 0:
         out = (r.stdout + r.stderr).strip()
         return [f"promtool {' '.join(map(str, args))} failed (rc={r.returncode}):\n{out}"]

@@ -27,16 +27,39 @@ PROMETHEUS_YML = REPO / "prometheus" / "prometheus.yml"
 PROMETHEUS_SERVICE = "prometheus"
 GRAFANA_SERVICE = "grafana"
 DATASOURCE_KEYS = {
-    "name", "uid", "type", "access", "url", "isDefault", "jsonData", "secureJsonData", "orgId",
-    "basicAuth", "basicAuthUser", "user", "database", "withCredentials", "version", "editable",
+    "name",
+    "uid",
+    "type",
+    "access",
+    "url",
+    "isDefault",
+    "jsonData",
+    "secureJsonData",
+    "orgId",
+    "basicAuth",
+    "basicAuthUser",
+    "user",
+    "database",
+    "withCredentials",
+    "version",
+    "editable",
 }
 PROVIDER_KEYS = {
-    "name", "orgId", "folder", "folderUid", "type", "disableDeletion", "updateIntervalSeconds",
-    "allowUiUpdates", "options",
+    "name",
+    "orgId",
+    "folder",
+    "folderUid",
+    "type",
+    "disableDeletion",
+    "updateIntervalSeconds",
+    "allowUiUpdates",
+    "options",
 }
 
 
-def _service_port_problem(model: dict[str, Any], where: str, host: str | None, port: int | None) -> str | None:
+def _service_port_problem(
+    model: dict[str, Any], where: str, host: str | None, port: int | None
+) -> str | None:
     services = model.get("services", {})
     if host not in services:
         return f"{where}: host {host!r} is not a compose service ({', '.join(sorted(services))})"
@@ -98,8 +121,10 @@ def grafana_problems(model: dict[str, Any], grafana_dir: Path = GRAFANA_DIR) -> 
             path = str((prov.get("options") or {}).get("path", "")).rstrip("/")
             source = mounts.get(path)
             if source is None:
-                problems.append(f"{where}: options.path {path!r} is not a bind mount of service {GRAFANA_SERVICE} "
-                                f"(mounts: {sorted(mounts)})")
+                problems.append(
+                    f"{where}: options.path {path!r} is not a bind mount of service {GRAFANA_SERVICE} "
+                    f"(mounts: {sorted(mounts)})"
+                )
             elif Path(source).resolve() != (grafana_dir / "dashboards").resolve():
                 problems.append(f"{where}: {path} is mounted from {source}, not {grafana_dir / 'dashboards'}")
     return problems
@@ -114,40 +139,65 @@ def prometheus_problems(model: dict[str, Any], prometheus_yml: Path = PROMETHEUS
             for target in sc.get("targets") or []:
                 host, _, port = target.rpartition(":")
                 host = PROMETHEUS_SERVICE if host == "localhost" else host
-                p = _service_port_problem(model, f"{prometheus_yml.name}: job {name} target {target}",
-                                          host, int(port) if port.isdigit() else None)
+                p = _service_port_problem(
+                    model,
+                    f"{prometheus_yml.name}: job {name} target {target}",
+                    host,
+                    int(port) if port.isdigit() else None,
+                )
                 if p:
                     problems.append(p)
         for sd in job.get("dns_sd_configs") or []:
             for dns_name in sd.get("names") or []:
                 # tasks.<service> is Swarm's per-replica name for the same service.
                 service = dns_name.removeprefix("tasks.")
-                p = _service_port_problem(model, f"{prometheus_yml.name}: job {name} DNS name {dns_name}",
-                                          service, sd.get("port"))
+                p = _service_port_problem(
+                    model, f"{prometheus_yml.name}: job {name} DNS name {dns_name}", service, sd.get("port")
+                )
                 if p:
                     problems.append(p)
-        for key in set(job) - {"job_name", "static_configs", "dns_sd_configs", "relabel_configs",
-                               "metric_relabel_configs", "scrape_interval", "scrape_timeout",
-                               "metrics_path", "honor_labels"}:
+        for key in set(job) - {
+            "job_name",
+            "static_configs",
+            "dns_sd_configs",
+            "relabel_configs",
+            "metric_relabel_configs",
+            "scrape_interval",
+            "scrape_timeout",
+            "metrics_path",
+            "honor_labels",
+        }:
             if key.endswith("_sd_configs"):
-                problems.append(f"{prometheus_yml.name}: job {name} uses {key}, which this check cannot verify")
+                problems.append(
+                    f"{prometheus_yml.name}: job {name} uses {key}, which this check cannot verify"
+                )
     # The config names its rule files relative to itself: they must be mounted beside it.
     mounts = _mounts(model, PROMETHEUS_SERVICE)
-    config_target = next((t for t, s in mounts.items() if Path(s).resolve() == prometheus_yml.resolve()), None)
+    config_target = next(
+        (t for t, s in mounts.items() if Path(s).resolve() == prometheus_yml.resolve()), None
+    )
     if config_target is None:
         problems.append(f"{prometheus_yml} is not mounted into service {PROMETHEUS_SERVICE}")
     else:
         for pattern in doc.get("rule_files") or []:
             rules_dir = str(Path(config_target).parent / Path(pattern).parent)
             source = mounts.get(rules_dir)
-            if source is None or Path(source).resolve() != (prometheus_yml.parent / Path(pattern).parent).resolve():
-                problems.append(f"{prometheus_yml.name}: rule_files {pattern!r} needs "
-                                f"{prometheus_yml.parent / Path(pattern).parent} mounted at {rules_dir}")
+            if (
+                source is None
+                or Path(source).resolve() != (prometheus_yml.parent / Path(pattern).parent).resolve()
+            ):
+                problems.append(
+                    f"{prometheus_yml.name}: rule_files {pattern!r} needs "
+                    f"{prometheus_yml.parent / Path(pattern).parent} mounted at {rules_dir}"
+                )
     return problems
 
 
-def check(compose_file: Path = REPO / "docker-compose.yml", grafana_dir: Path = GRAFANA_DIR,
-          prometheus_yml: Path = PROMETHEUS_YML) -> list[str]:
+def check(
+    compose_file: Path = REPO / "docker-compose.yml",
+    grafana_dir: Path = GRAFANA_DIR,
+    prometheus_yml: Path = PROMETHEUS_YML,
+) -> list[str]:
     model = compose_check.resolved_model(compose_file)
     return grafana_problems(model, grafana_dir) + prometheus_problems(model, prometheus_yml)
 

@@ -65,7 +65,10 @@ def promtool_bin() -> Path:
 def dashboard_check_dir() -> Path:
     """tests/tools/dashboard-check with @grafana/schema and typescript installed by `npm ci`."""
     d = TOOLS / "dashboard-check"
-    if not (d / "node_modules" / ".bin" / "tsc").exists() or not (d / "node_modules" / "@grafana" / "schema").is_dir():
+    if (
+        not (d / "node_modules" / ".bin" / "tsc").exists()
+        or not (d / "node_modules" / "@grafana" / "schema").is_dir()
+    ):
         raise ToolMissing(f"@grafana/schema + typescript are not installed in {d}: {SETUP_HINT}")
     if shutil.which("node") is None:
         raise ToolMissing("node is not on PATH (the TypeScript compiler needs it): install Node.js 20+")
@@ -79,5 +82,7 @@ def promql_names_bin() -> Path:
     cache = Path(os.environ.get("RIG_CACHE", Path.home() / ".cache" / "lkrig"))
     binary = cache / "promql-names" / digest.hexdigest()[:16] / "promql-names"
     if not binary.is_file():
-        raise ToolMissing(f"promql-names is not built for the current sources (expected {binary}): {SETUP_HINT}")
+        raise ToolMissing(
+            f"promql-names is not built for the current sources (expected {binary}): {SETUP_HINT}"
+        )
     return binary
