@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import tempfile
+from pathlib import Path
 from typing import Any
 
 from livekit.agents import AgentServer, JobContext, JobProcess, cli
@@ -104,8 +105,20 @@ async def entrypoint(ctx: JobContext) -> None:
             notify({"event": "turn", "turn": feed.last_turn})
 
     sess.on("user_input_transcribed", on_transcribed)
+
+    def on_item(ev: Any) -> None:
+        # added when its playout ends, so these arrive in the order the caller heard them
+        item = ev.item
+        if getattr(item, "type", "") == "message" and item.role == "assistant":
+            notify({"event": "said", "text": item.text_content or "",
+                    "interrupted": bool(item.interrupted)})
+
+    sess.on("conversation_item_added", on_item)
     ctx.add_shutdown_callback(lambda: _finish(probe))
     await sess.start(agent=agent, room=ctx.room)
+    # which process ran the job: tests check that its counts outlive it
+    notify({"event": "session", "pid": os.getpid(), "scenario": scenario,
+            "profile": profile.name, "agents_version": session.AGENTS_VERSION})
 
 
 async def _finish(probe: Any) -> None:
@@ -128,6 +141,11 @@ def server() -> AgentServer:
         setup_fnc=prewarm,
     )
     srv.rtc_session(entrypoint, agent_name=os.environ.get("AGENT_NAME", "lkrig-agent"))
+    if ready_file := os.environ.get("AGENT_READY_FILE"):
+        # the health endpoint answers before the worker has registered with livekit-server,
+        # and a dispatch in between is dropped: compose's healthcheck waits for this file
+        Path(ready_file).unlink(missing_ok=True)
+        srv.on("worker_registered", lambda *_: Path(ready_file).write_text("registered\n"))
     return srv
 
 

@@ -261,6 +261,21 @@ def _http_ok(url: str) -> Callable[[], bool]:
     return check
 
 
+def _agent_registered(health_url: str, log: Path) -> Callable[[], bool]:
+    """A worker answers its health check before it has registered with livekit-server, and a
+    dispatch in between is dropped, not retried. livekit-agents logs "registered worker" (any
+    worker, ours or a user's) once the server has accepted it."""
+    http_ok = _http_ok(health_url)
+
+    def check() -> bool:
+        try:
+            return http_ok() and "registered worker" in log.read_text(errors="replace")
+        except OSError:
+            return False
+
+    return check
+
+
 def _livekit_ready(url: str, settle: float = 0.3) -> Callable[[], bool]:
     """GET / answers 200, and kept answering for `settle` seconds.
 
@@ -493,6 +508,8 @@ class NativeStack:
                     "AGENT_HEALTH_PORT": str(p.agent_health[i]),
                     "AGENT_METRICS_PORT": str(p.agent_metrics[i]),
                     "PROMETHEUS_MULTIPROC_DIR": str(mp),
+                    # admission load from the worker's own processes: the callers share the CPUs
+                    "AGENT_LOAD": os.environ.get("AGENT_LOAD", "process"),
                     # The legacy venv finds the repo and instrument/ through .pth files pointing at the
                     # clone that last ran setup; this pins both to this checkout.
                     "PYTHONPATH": os.pathsep.join(
@@ -508,8 +525,8 @@ class NativeStack:
                     env,
                     logs / f"agent-{i}.log",
                     o.agent_timeout,
-                    _http_ok(health),
-                    f"GET {health}",
+                    _agent_registered(health, logs / f"agent-{i}.log"),
+                    f"GET {health} and the worker registered with livekit-server",
                     grace=10.0,  # lets the worker drain its jobs on SIGTERM
                 )
             )

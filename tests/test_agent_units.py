@@ -8,9 +8,9 @@ import subprocess
 import sys
 
 import pytest
+from replayutil import REPO
 
 from agent import dialog, latency, scenarios
-from replayutil import REPO
 
 
 @pytest.mark.parametrize("name", latency.available())

@@ -1,0 +1,202 @@
+"""Issue 3: real callers (livekit.rtc, real speech audio) talk to the real agent workers through
+the real livekit-server, and the agent's scheduling errors show up in the real Prometheus.
+
+One native stack for the module: livekit-server, 2 agent workers, Prometheus (no Locust).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import itertools
+import json
+import os
+import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from lkrig_instrument import names
+from stackutil import alive, prom_query, wait_until
+
+from agent import dialog, speech
+from loadgen.detect import segment_audio
+from rig import native
+
+REPO = Path(__file__).resolve().parent.parent
+GREETING_TURN = "greeting"
+ASK = "What programs do you have for kids?"
+ANSWER = "She is seven years old, and a girl."
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[native.StackInfo]:
+    run_dir = tmp_path_factory.mktemp("e2e-stack")
+    opts = native.NativeOptions(agents=2, loadgen_workers=0, run_dir=run_dir, port_offset=5500,
+                                env_file=run_dir / ".env")
+    running = native.NativeStack(opts)
+    info = running.start()
+    try:
+        yield info
+    finally:
+        left = running.stop()
+        assert not left, f"teardown left processes running: {left}"
+
+
+def call(stack: native.StackInfo, scenario: str, profile: str, *says: str,
+         seed: int = 1) -> dict[str, Any]:
+    """One conversation through `python -m loadgen.caller`, as a user would run it."""
+    env = {**os.environ, "LIVEKIT_URL": stack.livekit_url, "LIVEKIT_API_KEY": stack.api_key,
+           "LIVEKIT_API_SECRET": stack.api_secret}
+    cmd = [sys.executable, "-m", "loadgen.caller", "--agent-name", stack.agent_name,
+           "--scenario", scenario, "--profile", profile, "--seed", str(seed), "--listen-first",
+           "--join-timeout", "30", "--settle", "2.5"]
+    for text in says:
+        cmd += ["--say", text]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env=env, cwd=REPO)
+    assert done.returncode in (0, 1), done.stderr
+    return json.loads(done.stdout)
+
+
+def voiced_seconds(text: str) -> float:
+    """How long the caller's detector finds speech in the agent's rendering of `text` (the
+    same segmenter the caller runs live, on the audio before Opus and the network)."""
+    pcm, rate = asyncio.run(speech.render(text))
+    samples = np.concatenate([np.zeros(rate // 2, np.int16), np.frombuffer(pcm, np.int16)])
+    return sum(s.duration for s in segment_audio(samples, rate))
+
+
+def heard_seconds(turn: dict[str, Any]) -> float:
+    return sum(s["end"] - s["start"] for s in turn["segments"])
+
+
+def said(turn: dict[str, Any]) -> list[str]:
+    """What the agent reports it played in this turn, in playout order."""
+    return [e["text"] for e in turn["events"] if e.get("event") == "said"]
+
+
+def assert_heard(turn: dict[str, Any], texts: list[str]) -> None:
+    """The agent played `texts` in this order, and the caller heard that much speech."""
+    assert said(turn) == texts
+    want = sum(voiced_seconds(t) for t in texts)
+    got = heard_seconds(turn)
+    assert abs(got - want) < 0.15 * want + 0.2, f"heard {got:.2f} s of speech, {texts} is {want:.2f} s"
+
+
+def silence_after(turn: dict[str, Any], first: str) -> float:
+    """Caller-measured silence between the end of `first` (the turn's first utterance) and the
+    next speech: segments are walked until they hold `first`'s voiced length."""
+    need, acc = 0.9 * voiced_seconds(first), 0.0
+    segments = turn["segments"]
+    for seg, nxt in itertools.pairwise(segments):
+        acc += seg["end"] - seg["start"]
+        if acc >= need:
+            return nxt["start"] - seg["end"]
+    raise AssertionError(f"no speech after {first!r}: {segments}")
+
+
+def metric_total(prometheus_url: str, expr: str) -> float:
+    result = prom_query(prometheus_url, expr)
+    return sum(float(r["value"][1]) for r in result)
+
+
+def worker_metrics(endpoint: native.AgentEndpoint) -> str:
+    with urllib.request.urlopen(endpoint.metrics_url, timeout=5) as r:
+        return r.read().decode()
+
+
+def session_pid(result: dict[str, Any]) -> int:
+    for turn in result["turns"]:
+        for ev in turn["events"]:
+            if ev.get("event") == "session":
+                return int(ev["pid"])
+    raise AssertionError(f"the agent never announced its session: {result['turns']}")
+
+
+def test_seed_caller_hears_preamble_and_question_and_draining_is_counted(
+        stack: native.StackInfo) -> None:
+    before = metric_total(stack.prometheus_url,
+                          'sum(speech_scheduling_errors_total{kind="draining",scenario="seed"})')
+    result = call(stack, "seed", "fast", ASK, ANSWER)
+    assert result["join"]["outcome"] == "ok", result["join"]
+    assert result["join"]["dispatch_to_join_s"] < 10
+    greeting, ask, answer = result["turns"]
+    assert_heard(greeting, [dialog.GREETING])
+    assert_heard(ask, [dialog.PREAMBLE, dialog.TASK_QUESTION])  # no filler: it was refused
+    assert [e["kind"] for e in ask["events"] if e.get("event") == "error"] == ["draining"]
+    assert_heard(answer, [dialog.TASK_ACK, dialog.FINAL.format(profile="7 year old girl")])
+    # the caller hears the whole conversation, and marks the turn the agent reported an error in
+    assert [t["outcome"] for t in result["turns"]] == ["ok", "agent_error", "ok"]
+    wait_until(lambda: metric_total(
+        stack.prometheus_url,
+        'sum(speech_scheduling_errors_total{kind="draining",scenario="seed"})') >= before + 1,
+        60, "the draining error in Prometheus")
+    # exactly one: nothing else was counted for this call
+    assert metric_total(stack.prometheus_url,
+                        'sum(speech_scheduling_errors_total{scenario="seed"})') == before + 1
+
+
+def test_counts_outlive_the_job_process_and_every_metric_is_exported(
+        stack: native.StackInfo) -> None:
+    result = call(stack, "seed", "typical", ASK, ANSWER, seed=2)
+    pid = session_pid(result)
+    wait_until(lambda: not alive(pid), 60, f"job process {pid} to exit")
+    exported = "".join(worker_metrics(a) for a in stack.agents)
+    for metric in names.AGENT_METRICS:
+        for sample in metric.samples:
+            assert f"\n{sample}{{" in exported, f"{sample} is not on any worker's /metrics"
+    drained = sum(float(line.rsplit(" ", 1)[1]) for line in exported.splitlines()
+                  if line.startswith("speech_scheduling_errors_total{")
+                  and 'kind="draining"' in line and 'profile="typical"' in line)
+    assert drained == 1
+
+
+def test_filler_in_on_enter_is_heard_first_without_errors_and_shortens_the_silence(
+        stack: native.StackInfo) -> None:
+    seed = call(stack, "seed", "typical", ASK, seed=3)
+    fix = call(stack, "fix_filler_in_on_enter", "typical", ASK, seed=3)
+    seed_ask, fix_ask = seed["turns"][1], fix["turns"][1]
+    assert_heard(seed_ask, [dialog.PREAMBLE, dialog.TASK_QUESTION])
+    assert_heard(fix_ask, [dialog.PREAMBLE, dialog.FILLER, dialog.TASK_QUESTION])
+    assert not [e for e in fix_ask["events"] if e.get("event") == "error"]
+    # silence between the preamble and what follows it: the handoff plus the task's LLM and
+    # TTS in the seed; only the filler's TTS first byte with the fix
+    seed_gap = silence_after(seed_ask, dialog.PREAMBLE)
+    fix_gap = silence_after(fix_ask, dialog.PREAMBLE)
+    assert fix_gap < seed_gap, f"fix gap {fix_gap:.3f} s, seed gap {seed_gap:.3f} s"
+    errors = metric_total(stack.prometheus_url,
+                          'sum(speech_scheduling_errors_total{scenario="fix_filler_in_on_enter"})')
+    assert errors == 0
+
+
+def test_six_concurrent_callers_spread_over_two_workers(stack: native.StackInfo) -> None:
+    async def six() -> list[dict[str, Any]]:
+        loop = asyncio.get_running_loop()
+        return await asyncio.gather(*(
+            loop.run_in_executor(None, functools.partial(
+                call, stack, "seed_nowait", "fast", ASK, seed=100 + i))
+            for i in range(6)))
+
+    results = asyncio.run(six())
+    assert [r["join"]["outcome"] for r in results] == ["ok"] * 6, [r["join"] for r in results]
+    expr = 'sum by (worker) (agent_sessions_ended_total{scenario="seed_nowait"})'
+    wait_until(lambda: metric_total(stack.prometheus_url, expr.replace(" by (worker)", "")) >= 6,
+               60, "6 ended sessions in Prometheus")
+    per_worker = {r["metric"]["worker"]: float(r["value"][1])
+                  for r in prom_query(stack.prometheus_url, expr)}
+    assert len(per_worker) == 2 and all(v >= 1 for v in per_worker.values()), per_worker
+    assert sum(per_worker.values()) == 6
+    # the workers' own /metrics agree with Prometheus, worker by worker
+    for endpoint in stack.agents:
+        own = sum(float(line.rsplit(" ", 1)[1]) for line in worker_metrics(endpoint).splitlines()
+                  if line.startswith("agent_sessions_ended_total{")
+                  and 'scenario="seed_nowait"' in line)
+        assert own == per_worker[endpoint.name], (endpoint.name, own, per_worker)
+    turns = metric_total(stack.prometheus_url, 'sum(agent_turns_total{scenario="seed_nowait"})')
+    errors = metric_total(stack.prometheus_url,
+                          'sum(speech_scheduling_errors_total{scenario="seed_nowait"})')
+    assert turns == 6 and errors == 6
