@@ -14,6 +14,7 @@ Every component must be given; `spike` adds `add` ms with probability `p` to any
 from __future__ import annotations
 
 import math
+import os
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -57,8 +58,14 @@ class Profile:
     components: dict[str, Distribution]
 
 
+def _dirs() -> list[Path]:
+    """agent/profiles, then RIG_PROFILE_DIR (your own profiles, by name, without editing ours)."""
+    extra = os.environ.get("RIG_PROFILE_DIR")
+    return [PROFILES_DIR, *([Path(extra)] if extra else [])]
+
+
 def available() -> list[str]:
-    return sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
+    return sorted({p.stem for d in _dirs() for p in d.glob("*.yaml")})
 
 
 def _number(value: Any, where: str, *, positive: bool = False) -> float:
@@ -109,7 +116,8 @@ def load(name_or_path: str) -> Profile:
     """A profile by name (agent/profiles/<name>.yaml) or by path."""
     path = Path(name_or_path)
     if path.suffix not in (".yaml", ".yml"):
-        path = PROFILES_DIR / f"{name_or_path}.yaml"
+        found = [d / f"{name_or_path}.yaml" for d in _dirs() if (d / f"{name_or_path}.yaml").is_file()]
+        path = found[0] if found else PROFILES_DIR / f"{name_or_path}.yaml"
     if not path.is_file():
         raise ProfileError(
             f"{path}: no such latency profile; available: {', '.join(available())}")

@@ -11,6 +11,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -43,9 +44,13 @@ def parse_metadata(raw: str) -> tuple[str, latency.Profile, int]:
     seed = meta.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise BadJob(f"dispatch metadata: field 'seed': expected an integer, got {seed!r}")
+    profile_name = str(meta.get("profile", os.environ.get("RIG_PROFILE", "typical")))
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", profile_name) or profile_name.startswith("."):
+        # a name, never a path: callers must not make the agent read files of their choosing
+        raise BadJob(f"dispatch metadata: field 'profile': not a profile name: {profile_name!r}")
     try:
         scenarios.load(scenario)
-        profile = latency.load(str(meta.get("profile", os.environ.get("RIG_PROFILE", "typical"))))
+        profile = latency.load(profile_name)
     except (scenarios.ScenarioError, latency.ProfileError) as e:
         raise BadJob(f"dispatch metadata: {e}") from None
     return scenario, profile, seed
