@@ -69,6 +69,7 @@ class Proc:
         while line := await self.p.stdout.readline():
             with contextlib.suppress(ValueError):
                 self.on_msg(self, json.loads(line))
+        self.on_msg(self, {"type": "eof"})
 
     def send(self, msg: dict[str, Any]) -> None:
         assert self.p is not None and self.p.stdin is not None
@@ -111,6 +112,8 @@ async def run_level(n: int, args: argparse.Namespace, env: dict[str, str]) -> di
     drivers_n = math.ceil(n / args.per_driver)
     responders_n = math.ceil(n / args.rooms_per_responder)
     waiters: dict[str, asyncio.Future[None]] = {}
+    owner: dict[str, Proc] = {}
+    dead: list[float] = []  # when each driver's output ended
     turns: list[dict[str, Any]] = []
     outcomes: dict[str, int] = {}
     stats: dict[int, list[dict[str, Any]]] = {}
@@ -127,6 +130,11 @@ async def run_level(n: int, args: argparse.Namespace, env: dict[str, str]) -> di
             fut = waiters.pop(msg["call"], None)
             if fut and not fut.done():
                 fut.set_result(None)
+        elif kind == "eof":  # a driver died: its calls never close
+            dead.append(time.monotonic())
+            for call, p in list(owner.items()):
+                if p is proc and call in waiters:
+                    waiters.pop(call).set_result(None)
 
     driver_argv = [sys.executable, "-m", "loadgen.driver", "--max-callers", str(args.per_driver),
                    "--chunk-ms", str(args.chunk_ms), "--recv-frame-ms", str(args.recv_frame_ms),
@@ -152,7 +160,11 @@ async def run_level(n: int, args: argparse.Namespace, env: dict[str, str]) -> di
             spec = Spec(script=BENCH_SCRIPT, scenario="bench", profile="bench", seed=i * 1000 + k,
                         agent_name="lkrig-bench-nobody", room=room)
             fut = waiters[call] = asyncio.get_running_loop().create_future()
-            drivers[i % drivers_n].send({"op": "start", "call": call, "spec": spec.to_dict()})
+            d = drivers[i % drivers_n]
+            if d.p is None or d.p.returncode is not None:
+                return
+            owner[call] = d
+            d.send({"op": "start", "call": call, "spec": spec.to_dict()})
             await fut
 
     await asyncio.gather(*(slot(i) for i in range(n)))
@@ -212,7 +224,7 @@ async def run_level(n: int, args: argparse.Namespace, env: dict[str, str]) -> di
         "threads_per_driver_max": max(threads) if threads else None,
         "cpu_pct_by_thread": {k: round(100 * v / wall, 1) for k, v in sorted(
             by_thread.items(), key=lambda kv: -kv[1]) if wall and v > 0.005 * wall},
-        "exit_codes": rcs,
+        "exit_codes": rcs, "drivers_died_early": sum(1 for t in dead if t < t_end),
     }
 
 

@@ -211,6 +211,7 @@ class Caller:
         self._speech_started: dict[str, float] = {}
         self._transcript_errors: dict[str, str] = {}
         self._room_created = False
+        self._connect: asyncio.Future[None] | None = None
         self._closed = False
         self._wire_events()
 
@@ -262,11 +263,14 @@ class Caller:
         )
         t = time.monotonic()
         try:
-            # Room.connect to a stalled server takes 16-32 s on its own: bound it.
-            await asyncio.wait_for(
+            # Room.connect to a stalled server takes 16-32 s on its own: bound it. Shielded:
+            # cancelling Room.connect between its ConnectCallback and ReadyForRoomEvent makes
+            # livekit-ffi 1.1.21 panic and the SDK SIGTERM the whole process (every caller in
+            # it); close() lets an abandoned connect finish and then disconnects it.
+            self._connect = asyncio.ensure_future(
                 self.room.connect(cfg.url, token, rtc.RoomOptions(
-                    auto_subscribe=True, connect_timeout=cfg.connect_timeout_s)),
-                cfg.connect_timeout_s)
+                    auto_subscribe=True, connect_timeout=cfg.connect_timeout_s)))
+            await asyncio.wait_for(asyncio.shield(self._connect), cfg.connect_timeout_s)
         except TimeoutError:
             return self._fail("connect_failed", "connect_timeout", None)
         except Exception as e:
@@ -337,6 +341,11 @@ class Caller:
                 res.ok = False
                 res.errors.append(f"{name}: {type(e).__name__}: {e}"[:200])
 
+        connect = self._connect
+        if connect is not None and not connect.done():
+            await step("connect", asyncio.shield(connect))
+            if not connect.done():  # still connecting: disconnect whenever it gets there
+                connect.add_done_callback(lambda _f: asyncio.ensure_future(self.room.disconnect()))
         for task in list(self._tasks):
             task.cancel()
         if self._stream is not None:

@@ -22,7 +22,7 @@ from typing import IO, Any
 
 import yaml
 
-from rig import envfile, pins, procs
+from rig import byo, envfile, pins, procs
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_RUN_DIR = REPO / ".rig" / "native"
@@ -75,7 +75,11 @@ class NativeOptions:
     compose_file: Path = pins.COMPOSE_FILE
     agent_name: str = "lkrig-agent"
     agents_version: str | None = None  # None: the main pin (this venv); or the legacy pin
-    agent_module: str = AGENT_MODULE  # run as `python -m MODULE start`
+    agent_module: str = AGENT_MODULE  # run as `python -m MODULE start`; MODULE:SERVER see below
+    # A user's own agent (docs/bring-your-own-agent.md): the folder holding its package, put first
+    # on the workers' PYTHONPATH, and its requirements file, installed into a venv of its own.
+    agent_path: Path | None = None
+    agent_requirements: Path | None = None
     locustfile: Path = LOCUSTFILE
     # SIGTERM the services if this process dies; off for --detach, where they must outlive it.
     die_with_supervisor: bool = True
@@ -380,13 +384,14 @@ def write_prometheus_config(
     )
 
 
-def _module_file(module: str) -> Path | None:
-    """Where `python -m module` would find it, looking in the repo and on PYTHONPATH.
+def _module_file(module: str, first: Path | None = None) -> Path | None:
+    """Where `python -m module` would find it, looking in `first`, the repo and on PYTHONPATH.
 
     Checked by path rather than imported: importing agent.worker would pull in livekit-agents here.
     """
     rel = Path(*module.split("."))
-    roots = [REPO, *(Path(p) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p)]
+    roots = [*([first] if first else []), REPO,
+             *(Path(p) for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p)]
     for root in roots:
         for candidate in (root / rel.with_suffix(".py"), root / rel / "__main__.py"):
             if candidate.is_file():

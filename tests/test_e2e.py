@@ -196,7 +196,12 @@ def test_six_concurrent_callers_spread_over_two_workers(stack: native.StackInfo)
                   if line.startswith("agent_sessions_ended_total{")
                   and 'scenario="seed_nowait"' in line)
         assert own == per_worker[endpoint.name], (endpoint.name, own, per_worker)
+    # Reconcile both sides: every turn the agent answered is a turn it committed and a filler it
+    # refused. On an overloaded machine (VAD slower than real time) a caller may hang up on dead
+    # air before the agent commits its turn; it is then missing on both sides, not miscounted.
+    answered = sum(1 for r in results if r["turns"][1]["outcome"] != "dead_air")
     turns = metric_total(stack.prometheus_url, 'sum(agent_turns_total{scenario="seed_nowait"})')
     errors = metric_total(stack.prometheus_url,
                           'sum(speech_scheduling_errors_total{scenario="seed_nowait"})')
-    assert turns == 6 and errors == 6
+    assert (turns, errors) == (answered, answered)
+    assert answered >= 4, [r["turns"][1]["outcome"] for r in results]

@@ -6,8 +6,14 @@ Hooks used (all public; nothing in livekit internals is patched):
     with_filler drops, framework warnings;
   * `speech_created`, then the handle's `scheduled` / `interrupted` / done state;
   * `user_input_transcribed`, `conversation_item_added` (turns, handoffs, turn metrics), `close`;
+  * `session.history`, read every half second and at the end, for handoffs on versions that
+    record them without emitting them (1.3.12); one count per handoff item id either way;
+  * `tool_execution_updated` where it exists (1.8), to name the tools running when an error
+    is counted or a session is stuck;
   * `session.current_agent` and the speech handles, polled, to find sessions that are stuck:
     an AgentTask that never hands back, or a speech that never finishes.
+
+What a version lacks is said once per process in the log (`capabilities.report`).
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import names, prom
+from . import capabilities, names, prom
 from .ledger import CURRENT_OWNER, LEDGER, Labels
 from .taxonomy import FILLER_DROPPED, TOOL_FAILED
 
@@ -110,6 +116,8 @@ class SessionProbe:
         self.close_reason = ""
         self.turns = 0
         self.handoffs = 0
+        self._handoff_ids: set[str] = set()
+        self._running_tools: dict[str, str] = {}  # call_id -> tool name (tool_execution_updated)
         self.speeches: list[tuple[str, Any]] = []  # (source, handle), in creation order
         self._created_at: list[float] = []
         self._task_seen: tuple[int, float] | None = None
@@ -146,13 +154,51 @@ class SessionProbe:
         self.turns += 1
         prom.inc(names.TURNS, self.labels)
 
+    def _handoff_seen(self, item: Any) -> None:
+        if getattr(item, "old_agent_id", None) is None:
+            return  # the session's first agent: a start, not a handoff
+        item_id = str(getattr(item, "id", id(item)))
+        if item_id in self._handoff_ids:
+            return  # seen through the event and in the history: one handoff
+        self._handoff_ids.add(item_id)
+        self.handoffs += 1
+        prom.inc(names.HANDOFFS, self.labels)
+
+    def _scan_history(self) -> None:
+        """Handoffs that were recorded in the history without an event (1.3.12 inserts its
+        AgentHandoff items into the chat context but does not emit them)."""
+        try:
+            items = list(self.session.history.items)
+        except Exception:  # no history yet, or a session type without one
+            return
+        for item in items:
+            if getattr(item, "type", "") == "agent_handoff":
+                self._handoff_seen(item)
+
+    def _tool_update(self, ev: Any) -> None:
+        update = getattr(ev, "update", None)
+        kind = getattr(update, "type", "")
+        if kind == "tool_call_started":
+            call = update.function_call
+            self._running_tools[str(call.call_id)] = str(call.name)
+        elif kind == "tool_call_ended":
+            self._running_tools.pop(str(update.call_id), None)
+
+    def describe(self) -> str:
+        """Where the session is, for log lines: the current agent and the tools running."""
+        try:
+            agent = type(self.session.current_agent).__name__
+        except Exception:  # not started, or closed
+            agent = "none"
+        where = f"agent {agent}"
+        if self._running_tools:
+            where += f", tools running: {', '.join(sorted(set(self._running_tools.values())))}"
+        return where
+
     def _item_added(self, ev: Any) -> None:
         item = ev.item
         if getattr(item, "type", "") == "agent_handoff":
-            if getattr(item, "old_agent_id", None) is None:
-                return  # the session's first agent: a start, not a handoff
-            self.handoffs += 1
-            prom.inc(names.HANDOFFS, self.labels)
+            self._handoff_seen(item)
             return
         metrics = getattr(item, "metrics", None) or {}
         for key, stage in _STAGES.items():
@@ -189,13 +235,17 @@ class SessionProbe:
         return None
 
     async def _watch_stuck(self) -> None:
-        while not self.closed and not self.stuck:
+        while not self.closed:
             await asyncio.sleep(min(0.5, self.stuck_timeout / 4))
+            self._scan_history()
+            if self.stuck:
+                continue
             reason = self._stuck_reason(time.monotonic())
             if reason:
                 self.stuck = True
                 prom.inc(names.STUCK_SESSIONS, self.labels)
-                log.warning("session stuck: %s after %.0f s", reason, self.stuck_timeout)
+                log.warning("session stuck: %s after %.0f s (%s)", reason, self.stuck_timeout,
+                            self.describe())
 
     def finish(self, outcome: str | None = None) -> None:
         """Ends the probe (idempotent): counts refusals still pending and the session outcome."""
@@ -204,6 +254,7 @@ class SessionProbe:
         self.closed = True
         if self._watch:
             self._watch.cancel()
+        self._scan_history()
         LEDGER.flush(owner=self)
         if outcome is None:
             if self.stuck:
@@ -239,6 +290,7 @@ def instrument(
     """Counts this session's speech-scheduling errors, speeches, turns, handoffs and stuck
     AgentTasks under the names in lkrig_instrument.names. Call before session.start()."""
     install_process_hooks()
+    capabilities.report_once()
     labels = {"scenario": scenario, "profile": profile, "agents_version": agents_version()}
     LEDGER.default_labels = labels
     probe = SessionProbe(session, labels, stuck_timeout)
@@ -247,6 +299,8 @@ def instrument(
     session.on("user_input_transcribed", probe._transcribed)
     session.on("conversation_item_added", probe._item_added)
     session.on("close", probe._closed)
+    if capabilities.has_tool_execution_updated():
+        session.on("tool_execution_updated", probe._tool_update)
     _zero_series(labels)
     prom.gauge_add(names.SESSIONS_ACTIVE, labels, 1)
     probe._watch = asyncio.get_running_loop().create_task(probe._watch_stuck())

@@ -78,7 +78,9 @@ class Ledger:
         labels = {**labels, "kind": kind}
         self.counts[kind] += 1
         prom.inc(names.SPEECH_SCHEDULING_ERRORS, labels)
-        log.warning("speech scheduling error counted: %s", kind, extra={"lkrig_kind": kind})
+        describe = getattr(owner, "describe", None)
+        where = f" ({describe()})" if callable(describe) else ""
+        log.warning("speech scheduling error counted: %s%s", kind, where, extra={"lkrig_kind": kind})
         for fn in list(self._listeners):
             try:
                 fn(kind, labels, owner)
