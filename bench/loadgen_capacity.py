@@ -37,8 +37,8 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from loadgen.convscript import Script, Turn  # noqa: E402
 from loadgen.conversation import Spec  # noqa: E402
+from loadgen.convscript import Script, Turn  # noqa: E402
 from loadgen.driver import SendPacing  # noqa: E402
 
 TEXTS = ("What programs do you have for kids?", "She is seven years old, and a girl.",
@@ -138,7 +138,8 @@ async def run_level(n: int, args: argparse.Namespace, env: dict[str, str]) -> di
 
     driver_argv = [sys.executable, "-m", "loadgen.driver", "--max-callers", str(args.per_driver),
                    "--chunk-ms", str(args.chunk_ms), "--recv-frame-ms", str(args.recv_frame_ms),
-                   "--recv-rate", str(args.recv_rate), "--stats-interval", "1", "--thread-cpu"]
+                   "--recv-rate", str(args.recv_rate), "--stats-interval", "1", "--thread-cpu",
+                   "--event-routing", args.event_routing]
     drivers = [Proc(driver_argv, on_driver, env) for _ in range(drivers_n)]
     responders = [Proc([sys.executable, str(REPO / "bench" / "responder.py")], lambda *_: None, env)
                   for _ in range(responders_n)]
@@ -167,7 +168,9 @@ async def run_level(n: int, args: argparse.Namespace, env: dict[str, str]) -> di
             d.send({"op": "start", "call": call, "spec": spec.to_dict()})
             await fut
 
+    load_before = os.getloadavg()[0]
     await asyncio.gather(*(slot(i) for i in range(n)))
+    load_after = os.getloadavg()[0]
     if args.raw:
         with open(args.raw, "a") as f:
             for t in turns:
@@ -212,6 +215,7 @@ async def run_level(n: int, args: argparse.Namespace, env: dict[str, str]) -> di
         turn_outcomes[t["outcome"]] = turn_outcomes.get(t["outcome"], 0) + 1
     return {
         "callers": n, "drivers": drivers_n, "per_driver": args.per_driver,
+        "event_routing": args.event_routing,
         "chunk_ms": args.chunk_ms, "recv_frame_ms": args.recv_frame_ms, "recv_rate": args.recv_rate,
         "wall_s": round(t_end - t_start, 1), "window_s": round(wall, 1),
         "driver_cpu_pct": round(cpu_pct, 1), "cpu_pct_per_caller": round(per_caller, 2),
@@ -224,6 +228,7 @@ async def run_level(n: int, args: argparse.Namespace, env: dict[str, str]) -> di
         "threads_per_driver_max": max(threads) if threads else None,
         "cpu_pct_by_thread": {k: round(100 * v / wall, 1) for k, v in sorted(
             by_thread.items(), key=lambda kv: -kv[1]) if wall and v > 0.005 * wall},
+        "loadavg_1m": [round(load_before, 1), round(load_after, 1)],
         "exit_codes": rcs, "drivers_died_early": sum(1 for t in dead if t < t_end),
     }
 
@@ -256,8 +261,8 @@ async def amain(args: argparse.Namespace) -> int:
         env.update(LIVEKIT_URL=info.livekit_url, LIVEKIT_API_KEY=info.api_key,
                    LIVEKIT_API_SECRET=info.api_secret)
     # Render the utterances once, before any process needs them.
-    from loadgen.audio import render
     from bench.responder import REPLY
+    from loadgen.audio import render
 
     for text in (*TEXTS, REPLY):
         render(text)
@@ -285,8 +290,9 @@ def main() -> int:
     p.add_argument("--duration", type=float, default=60.0, help="seconds per level after the ramp")
     p.add_argument("--join-rate", type=float, default=4.0, help="new callers per second while ramping")
     p.add_argument("--chunk-ms", type=int, default=20)
-    p.add_argument("--recv-frame-ms", type=int, default=20)
-    p.add_argument("--recv-rate", type=int, default=48000)
+    p.add_argument("--recv-frame-ms", type=int, default=50)
+    p.add_argument("--recv-rate", type=int, default=16000)
+    p.add_argument("--event-routing", choices=("on", "off"), default="on")
     p.add_argument("--raw", help="append every turn result and driver stats line to this file")
     p.add_argument("--port-offset", type=int, default=4000)
     p.add_argument("--run-dir", default="/tmp/lkrig-bench")

@@ -73,7 +73,10 @@ class Room:
             self.done.set()
 
         try:
-            await asyncio.wait_for(self.room.connect(o.url, token, rtc.RoomOptions(auto_subscribe=False)), 15)
+            # Shielded: a cancelled Room.connect makes livekit-ffi 1.1.21 panic (see caller.py).
+            connect = asyncio.ensure_future(
+                self.room.connect(o.url, token, rtc.RoomOptions(auto_subscribe=False)))
+            await asyncio.wait_for(asyncio.shield(connect), 15)
             track = rtc.LocalAudioTrack.create_audio_track("agent-voice", self.source)
             await self.room.local_participant.publish_track(
                 track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE))
@@ -102,9 +105,11 @@ class Room:
             self.cursor = max(self.cursor, time.monotonic())
             if i == 0:
                 start = self.cursor + u.speech_start / u.sample_rate
-                asyncio.ensure_future(self.room.local_participant.publish_data(
+                note = asyncio.ensure_future(self.room.local_participant.publish_data(
                     json.dumps({"event": "bench_reply", "turn": turn, "speech_start": start}),
                     reliable=True, topic="lkrig.event"))
+                self.tasks.add(note)
+                note.add_done_callback(self.tasks.discard)
             self.cursor += chunk / SAMPLE_RATE
             await self.source.capture_frame(frame)
 
@@ -123,6 +128,9 @@ class Responder:
         self.rooms: dict[str, asyncio.Task[None]] = {}
 
     async def main(self) -> None:
+        from loadgen import ffi_routing
+
+        ffi_routing.install()  # many rooms in one process: route capture callbacks
         loop = asyncio.get_running_loop()
         reader = asyncio.StreamReader()
         await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)

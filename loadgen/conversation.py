@@ -8,7 +8,8 @@ on. Messages (all carry "call", the id the driver was given):
     {"type": "turn", "kind": "greeting"|"turn", "result": TurnResult,
      "expect_failed": str|None, "barge_in": BargeInResult|None}          per turn
     {"type": "conversation", "outcome": str, "reason": str|None, "seconds": float,
-     "turns": int}                                                       once, at the end
+     "turns": int}                                                       once, at the end, or
+    {"type": "hung_up", "seconds": float, "turns": int}                  if the driver hung up
     {"type": "closed", "teardown": TeardownResult}                      once, always last
 
 Outcomes are the label values of lkrig_instrument.names (CONVERSATION_OUTCOMES, TURN_OUTCOMES).
@@ -90,6 +91,7 @@ class Conversation:
         self.turn_outcomes: list[str] = []  # the script's turns only
         self.outcomes: list[str] = []  # what decides the conversation's outcome (+ a failed greeting)
         self.first_failure: str | None = None
+        self._agent_ready_s = 0.0  # dispatch -> the agent's audio track subscribed
 
     def _emit(self, msg: dict[str, Any]) -> None:
         self._emit_fn({"call": self.call_id, **msg})
@@ -99,23 +101,30 @@ class Conversation:
         t0 = time.monotonic()
         caller = self._make_caller(self.spec)
         join_outcome = "connect_failed"
+        hung_up = False
         try:
             join = await caller.start()
             join_outcome = join.outcome
+            self._agent_ready_s = join.dispatch_to_track_s or 0.0
             self._emit({"type": "join", "join": join.to_dict()})
             if join.outcome != "ok":
                 self.first_failure = f"{join.reason}: {join.detail}" if join.detail else join.reason
             else:
                 await self._turns(caller)
         except asyncio.CancelledError:
+            hung_up = True  # the load generator hung up (a stop): no outcome of the agent's
             raise
         except Exception as e:  # a bug or an SDK failure: still a named outcome
             self.outcomes.append("agent_lost")
             self.first_failure = f"caller error: {type(e).__name__}: {e}"[:300]
         finally:
-            outcome = conversation_outcome(join_outcome, self.outcomes)
-            self._emit({"type": "conversation", "outcome": outcome, "reason": self.first_failure,
-                        "seconds": round(time.monotonic() - t0, 4), "turns": len(self.turn_outcomes)})
+            seconds = round(time.monotonic() - t0, 4)
+            if hung_up:
+                self._emit({"type": "hung_up", "seconds": seconds, "turns": len(self.turn_outcomes)})
+            else:
+                outcome = conversation_outcome(join_outcome, self.outcomes)
+                self._emit({"type": "conversation", "outcome": outcome, "reason": self.first_failure,
+                            "seconds": seconds, "turns": len(self.turn_outcomes)})
             teardown = await _close(caller)
             self._emit({"type": "closed", "teardown": teardown})
 
@@ -126,8 +135,13 @@ class Conversation:
     def _listen_kw(self, turn: Turn | None) -> dict[str, float]:
         s = self.spec.script
         settle = turn.settle_ms if turn is not None and turn.settle_ms is not None else s.settle_ms
-        return {"settle_s": settle / 1000.0, "dead_air_timeout_s": s.dead_air_ms / 1000.0,
-                "turn_timeout_s": s.turn_timeout_ms / 1000.0}
+        dead_air = turn_timeout = 0.0
+        if turn is None:
+            # The greeting is timed from the dispatch, but the agent can only speak once its job
+            # runs and its track is up: the dead-air window starts there.
+            dead_air = turn_timeout = self._agent_ready_s
+        return {"settle_s": settle / 1000.0, "dead_air_timeout_s": dead_air + s.dead_air_ms / 1000.0,
+                "turn_timeout_s": turn_timeout + s.turn_timeout_ms / 1000.0}
 
     def _report(self, turn: Turn | None, result: TurnResult, barge: dict[str, Any] | None) -> bool:
         """Emits a turn (None: the greeting); returns False when the conversation cannot go on."""

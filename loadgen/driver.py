@@ -7,7 +7,7 @@ work as designed; all timing is measured here, next to the media.
     stdin  (ops):      {"op": "start", "call": "<id>", "spec": Spec.to_dict()}
                        {"op": "cancel", "call": "<id>"}     hang up now (teardown still runs)
                        {"op": "stop"}  or end of input      hang up everything, then exit 0
-    stdout (messages): {"type": "ready", "pid": N, "max_callers": N}
+    stdout (messages): {"type": "ready", "pid": N, "max_callers": N, "event_routing": bool}
                        the conversation messages of loadgen/conversation.py (each with "call")
                        {"type": "rejected", "call": "<id>", "reason": "..."}
                        {"type": "stats", "cpu_s": .., "wall_s": .., "callers": .., "lag_ms_max": ..,
@@ -126,6 +126,7 @@ class Driver:
         self.calls: dict[str, asyncio.Task[None]] = {}
         self.lag = LagMonitor()
         self.pacing = SendPacing()
+        self.routed = False
         self._stopping = asyncio.Event()
         self._api: Any = None
         self._utterances: Any = None
@@ -229,11 +230,16 @@ class Driver:
         http_url = "http" + self._url[2:] if self._url.startswith("ws") else self._url
         self._api = api.LiveKitAPI(http_url, self._key, self._secret,
                                    timeout=aiohttp.ClientTimeout(total=defaults.api_timeout_s))
+        if self.args.event_routing == "on":
+            from loadgen import ffi_routing
+
+            self.routed = ffi_routing.install()
         self.pacing.install()
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self._stopping.set)
         helpers = [loop.create_task(self.lag.run()), loop.create_task(self._stats())]
-        self.emit({"type": "ready", "pid": os.getpid(), "max_callers": self.args.max_callers})
+        self.emit({"type": "ready", "pid": os.getpid(), "max_callers": self.args.max_callers,
+                   "event_routing": self.routed})
         ops = loop.create_task(self._read_ops(reader))
         stop = loop.create_task(self._stopping.wait())
         await asyncio.wait({ops, stop}, return_when=asyncio.FIRST_COMPLETED)
@@ -292,6 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--chunk-ms", type=int, default=20, help="mic capture chunk")
     p.add_argument("--recv-frame-ms", type=int, default=20, help="AudioStream frame size")
     p.add_argument("--recv-rate", type=int, default=48000, help="AudioStream sample rate")
+    p.add_argument("--event-routing", choices=("on", "off"), default="on",
+                   help="route FFI events by handle (loadgen/ffi_routing.py; pinned SDK versions only)")
     p.add_argument("--stats-interval", type=float, default=STATS_INTERVAL_S)
     p.add_argument("--thread-cpu", action="store_true",
                    help="add CPU seconds by thread name to every stats message (benchmarks)")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import bisect
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -22,9 +23,13 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 BUCKETS = names.LATENCY_BUCKETS
+# A worker reports every 3 s; one silent for this long has died: its gauges stop counting.
+GAUGE_STALE_S = 30.0
 REPORT_KEY = "lkrig_caller_metrics"  # the key in Locust's worker report
 
 _BY_NAME = {m.name: m for m in names.CALLER_METRICS}
+# A histogram's state: one count per bucket (the finite bounds, then +Inf), the sum, the count.
+_HLEN = len(BUCKETS) + 3
 
 Labels = tuple[str, ...]
 
@@ -47,7 +52,7 @@ class Recorder:
     def observe(self, metric: names.Metric, value: float, **labels: str) -> None:
         key = self._key(metric, labels)
         with self._lock:
-            h = self._hist.setdefault(key, [0.0] * (len(BUCKETS) + 2))
+            h = self._hist.setdefault(key, [0.0] * _HLEN)
             h[bisect.bisect_left(BUCKETS, value)] += 1  # le semantics: value <= bound
             h[-2] += value
             h[-1] += 1
@@ -83,6 +88,7 @@ class Aggregate:
         self._hist: dict[tuple[str, Labels], list[float]] = {}
         self._counts: dict[tuple[str, Labels], float] = {}
         self._gauges: dict[str, dict[tuple[str, Labels], float]] = {}  # source -> values
+        self._seen: dict[str, float] = {}  # source -> time.monotonic() of its last report
         self._local: Recorder | None = None
 
     def attach_local(self, recorder: Recorder) -> None:
@@ -94,7 +100,7 @@ class Aggregate:
             for name, lv, h in delta.get("h", []):
                 if name not in _BY_NAME:
                     continue  # a newer worker's metric this master does not know: skip, not crash
-                cur = self._hist.setdefault((name, tuple(lv)), [0.0] * (len(BUCKETS) + 2))
+                cur = self._hist.setdefault((name, tuple(lv)), [0.0] * _HLEN)
                 for i, v in enumerate(h):
                     cur[i] += v
             for name, lv, v in delta.get("c", []):
@@ -103,11 +109,17 @@ class Aggregate:
                     self._counts[key] = self._counts.get(key, 0.0) + v
             if "g" in delta:
                 self._gauges[source] = {(n, tuple(lv)): v for n, lv, v in delta["g"] if n in _BY_NAME}
+                self._seen[source] = time.monotonic()
 
     def forget(self, source: str) -> None:
         """A worker left: its gauges no longer count (its counts stay, they happened)."""
         with self._lock:
             self._gauges.pop(source, None)
+            self._seen.pop(source, None)
+
+    def _live_gauges(self) -> list[dict[tuple[str, Labels], float]]:
+        stale = time.monotonic() - GAUGE_STALE_S
+        return [g for src, g in self._gauges.items() if self._seen.get(src, 0.0) >= stale]
 
     def value(self, metric: names.Metric, **labels: str) -> float:
         """Counter total, gauge sum or histogram count for one label set (0 if never seen)."""
@@ -117,7 +129,7 @@ class Aggregate:
             if metric.type == "histogram":
                 return self._hist.get(key, [0.0])[-1]
             if metric.type == "gauge":
-                return sum(g.get(key, 0.0) for g in self._gauges.values())
+                return sum(g.get(key, 0.0) for g in self._live_gauges())
             return self._counts.get(key, 0.0)
 
     def _pull_local(self) -> None:
@@ -130,7 +142,7 @@ class Aggregate:
             hist = {k: list(v) for k, v in self._hist.items()}
             counts = dict(self._counts)
             gauges: dict[tuple[str, Labels], float] = {}
-            for g in self._gauges.values():
+            for g in self._live_gauges():
                 for k, v in g.items():
                     gauges[k] = gauges.get(k, 0.0) + v
         for m in names.CALLER_METRICS:

@@ -106,9 +106,10 @@ class Driver:
                    or msg.get("send_jitter_ms_p99", 0) > HOT_SEND_JITTER_MS)
             if hot and not self._hot:
                 log.warning(
-                    "driver %s (pid %s, %s callers): %.0f%% CPU, event-loop lag p99 %.0f ms, frame-send "
-                    "jitter p99 %.0f ms: it is overloaded and its latencies include its own queueing; "
-                    "lower --callers-per-driver or add Locust workers/cores",
+                    "driver %s (pid %s, %s callers, %.0f%% of a core): event-loop lag p99 %.0f ms, "
+                    "frame-send jitter p99 %.0f ms: the driver or this machine is overloaded, so the "
+                    "latencies measured now include the load generator's own delay (fewer "
+                    "--callers-per-driver, more cores, or load generation on another machine)",
                     self.name, self.pid, msg["callers"], 100 * share, msg.get("lag_ms_p99", 0),
                     msg.get("send_jitter_ms_p99", 0))
             self._hot = hot

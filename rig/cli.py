@@ -78,6 +78,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         agent_name=args.agent_name,
         agents_version=args.agents_version,
         agent_module=args.agent_module,
+        agent_path=args.agent_path,
+        agent_requirements=args.agent_requirements,
         die_with_supervisor=not args.detach,
     )
     stack = native.NativeStack(opts)
@@ -181,7 +183,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--agent-module",
         default=native.AGENT_MODULE,
         metavar="MODULE",
-        help=f"worker to run as `python -m MODULE start` (default {native.AGENT_MODULE})",
+        help=f"worker to run as `python -m MODULE start` (default {native.AGENT_MODULE}); MODULE:SERVER"
+        " runs that AgentServer of a module without a __main__ block (docs/bring-your-own-agent.md)",
+    )
+    up.add_argument(
+        "--agent-path",
+        type=Path,
+        metavar="DIR",
+        help="folder holding your agent's package, put first on the workers' PYTHONPATH",
+    )
+    up.add_argument(
+        "--agent-requirements",
+        type=Path,
+        metavar="FILE",
+        help="your agent's requirements file, installed into a venv of its own (cached) that runs"
+        " the workers; it picks the livekit-agents version",
     )
     up.set_defaults(func=cmd_up)
 

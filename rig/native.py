@@ -399,6 +399,14 @@ def _module_file(module: str, first: Path | None = None) -> Path | None:
     return None
 
 
+def agent_argv(python: Path, spec: str) -> list[str]:
+    """`python -m MODULE start`, or for MODULE:SERVER (a worker without a `__main__` block of its
+    own) the instrumentation's runner, which hands that server object to livekit-agents' CLI."""
+    if ":" in spec:
+        return [str(python), "-m", "lkrig_instrument.run", spec, "start"]
+    return [str(python), "-m", spec, "start"]
+
+
 def _clean_env(extra: dict[str, str]) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(_SCRUBBED_PREFIXES) and k not in _SCRUBBED}
     env["PYTHONUNBUFFERED"] = "1"
@@ -444,16 +452,34 @@ class NativeStack:
 
     def _plan(self) -> list[list[Service]]:
         o = self.opts
-        module_file = _module_file(o.agent_module)
-        if o.agents and module_file is None:
+        if o.agent_path is not None and not o.agent_path.is_dir():
+            raise StackError(f"--agent-path {o.agent_path}: no such folder")
+        if o.agent_requirements is not None and o.agents_version is not None:
             raise StackError(
-                f"--agents {o.agents}: the agent worker module {o.agent_module} is not in {REPO}"
-                " (or on PYTHONPATH) yet; use --agents 0"
+                "--agents-version and --agent-requirements both pick the livekit-agents version;"
+                " give one (your requirements file pins it for your agent)"
+            )
+        module, _, attr = o.agent_module.partition(":")
+        module_file = _module_file(module, o.agent_path) or (
+            _module_file(f"{module}.__init__", o.agent_path) if attr else None
+        )
+        if o.agents and module_file is None and o.agent_requirements is None:
+            raise StackError(
+                f"--agents {o.agents}: the agent worker module {module} is not in"
+                f" {o.agent_path or REPO} (or on PYTHONPATH){'' if o.agent_path else ' yet'};"
+                " point --agent-path at the folder holding it, or use --agents 0"
             )
         pinned = self._pins
         server = resolve_livekit_server(pinned.livekit_server, o.compose_file)
         prometheus = resolve_prometheus()
-        agents_python = resolve_agents_python(o.agents_version, pinned) if o.agents else None
+        agents_python = None
+        if o.agents and o.agent_requirements is not None:
+            try:
+                agents_python = byo.ensure_venv(o.agent_requirements, o.say)
+            except byo.ByoError as exc:
+                raise StackError(str(exc)) from exc
+        elif o.agents:
+            agents_python = resolve_agents_python(o.agents_version, pinned)
         locust = o.loadgen_workers > 0 and o.locustfile.exists()
         if o.loadgen_workers > 0 and not locust:
             o.say(f"rig up: skipping Locust: {o.locustfile} does not exist yet")
@@ -518,15 +544,27 @@ class NativeStack:
                     # The legacy venv finds the repo and instrument/ through .pth files pointing at the
                     # clone that last ran setup; this pins both to this checkout.
                     "PYTHONPATH": os.pathsep.join(
-                        filter(None, [str(REPO), str(REPO / "instrument"), os.environ.get("PYTHONPATH")])
+                        filter(
+                            None,
+                            [
+                                str(o.agent_path.resolve()) if o.agent_path else None,
+                                str(REPO),
+                                str(REPO / "instrument"),
+                                os.environ.get("PYTHONPATH"),
+                            ],
+                        )
                     ),
+                    # A user's worker that names no agent registers under this one (1.8+), and
+                    # its sessions tell the rig's callers about counted errors (lkrig_instrument).
+                    "LIVEKIT_AGENT_NAME": o.agent_name,
+                    "LKRIG_ROOM_EVENTS": "1",
                 }
             )
             health = f"http://127.0.0.1:{p.agent_health[i]}/"
             agents.append(
                 Service(
                     f"agent-{i}",
-                    [str(agents_python), "-m", o.agent_module, "start"],
+                    agent_argv(agents_python, o.agent_module),
                     env,
                     logs / f"agent-{i}.log",
                     o.agent_timeout,

@@ -6,11 +6,16 @@ imports `pkg.module`, takes its `server` (an AgentServer or WorkerOptions; witho
 module's only one) and hands it to livekit-agents' own `cli.run_app`, with the remaining
 arguments. This is what `rig up --native --agent-module pkg.module:server` and the byo compose
 file run.
+
+If the module built its server without `lkrig_instrument.server_options()`, the runner still
+serves the counters on AGENT_METRICS_PORT (prometheus_client's own server, same multiprocess
+directory) and writes AGENT_READY_FILE, and says that the health port stays the server's own.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from typing import Any
 
@@ -54,6 +59,20 @@ def main(argv: list[str]) -> int:
         return 2
     from livekit.agents import cli
 
+    from . import capabilities
+    from . import server as rig_server
+
+    if not rig_server.used():
+        rig_server.watch_ready_file()
+        capabilities.report_once()
+        port = rig_server.serve_metrics_alone()
+        if port is not None or os.environ.get("AGENT_HEALTH_PORT"):
+            print(f"lkrig_instrument.run: {argv[0]} builds its server without "
+                  "lkrig_instrument.server_options()"
+                  + (f"; serving the counters on port {port} from this process" if port else "")
+                  + "; its health port stays its own (AGENT_HEALTH_PORT="
+                  f"{os.environ.get('AGENT_HEALTH_PORT', 'unset')} is not applied)",
+                  file=sys.stderr, flush=True)
     sys.argv = [argv[0], *argv[1:]]
     cli.run_app(server)
     return 0

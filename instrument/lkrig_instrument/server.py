@@ -1,7 +1,8 @@
 """`AgentServer(**lkrig_instrument.server_options())`: a user's worker on the rig's ports.
 
 The rig runs every agent worker with the same environment contract (docs/native-stack.md):
-AGENT_HEALTH_PORT, AGENT_METRICS_PORT, PROMETHEUS_MULTIPROC_DIR, AGENT_HOST, AGENT_READY_FILE.
+AGENT_HEALTH_PORT, AGENT_METRICS_PORT, PROMETHEUS_MULTIPROC_DIR, AGENT_HOST, AGENT_READY_FILE,
+AGENT_LOAD, AGENT_LOAD_THRESHOLD.
 livekit-agents reads none of them itself and has no public way to change a server's ports after
 construction, so the user's code passes them in: these are constructor arguments of
 `AgentServer` (and of `WorkerOptions`) on 1.3.12 and 1.8.9 alike. Outside the rig (none of the
@@ -11,7 +12,9 @@ variables set) the result is `{}` and the worker keeps its own defaults.
 from __future__ import annotations
 
 import logging
+import math
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -50,15 +53,92 @@ class _ReadyFile(logging.Handler):
             self.handleError(record)
 
 
+class ProcessTreeLoad:
+    """AGENT_LOAD=process: this worker's own CPU (its processes and their children) as a share
+    of the machine's cores, instead of the framework's whole-machine CPU. On a machine the rig's
+    callers and livekit-server share, the machine's CPU says more about them than about the
+    agent, and a worker that thinks itself full refuses jobs. (The rig's own worker has the same
+    rule in agent/load.py; this package may not import agent/.)"""
+
+    def __init__(self) -> None:
+        import psutil  # a livekit-agents dependency
+
+        self._psutil = psutil
+        self._me = psutil.Process()
+        self._cores = psutil.cpu_count() or 1
+        self._last: tuple[float, float] | None = None
+        self._value = 0.0
+
+    def _cpu_seconds(self) -> float:
+        total = 0.0
+        for proc in [self._me, *self._me.children(recursive=True)]:
+            try:
+                t = proc.cpu_times()
+                total += t.user + t.system
+            except self._psutil.Error:
+                pass
+        return total
+
+    def __call__(self) -> float:
+        now, cpu = time.monotonic(), self._cpu_seconds()
+        if self._last is None:
+            self._last = (now, cpu)
+        elif now - self._last[0] >= 0.25:
+            self._value = min(max(cpu - self._last[1], 0.0) / (now - self._last[0]) / self._cores, 1.0)
+            self._last = (now, cpu)
+        return self._value
+
+
 _ready: _ReadyFile | None = None
+_used = False  # server_options() was called in this process
+
+
+def used() -> bool:
+    return _used
+
+
+def watch_ready_file() -> None:
+    """Arm AGENT_READY_FILE (idempotent): written when livekit-agents logs the registration."""
+    global _ready
+    ready = os.environ.get("AGENT_READY_FILE", "").strip()
+    if not ready or _ready is not None:
+        return
+    path = Path(ready)
+    path.unlink(missing_ok=True)
+    _ready = _ReadyFile(path)
+    logger = logging.getLogger("livekit.agents")
+    logger.addHandler(_ready)
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)
+
+
+def serve_metrics_alone() -> int | None:
+    """For a worker whose AgentServer was built without server_options(): serve this process's
+    multiprocess aggregate on AGENT_METRICS_PORT from prometheus_client's own HTTP server (public
+    API; the user's server is left as it is). Returns the port, or None when there is nothing to
+    serve (no port or no multiprocess directory set)."""
+    port = _port("AGENT_METRICS_PORT")
+    multiproc = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "").strip()
+    if port is None or not multiproc:
+        return None
+    from prometheus_client import CollectorRegistry, multiprocess, start_http_server
+
+    Path(multiproc).mkdir(parents=True, exist_ok=True)
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    start_http_server(port, addr=os.environ.get("AGENT_HOST", "").strip() or "127.0.0.1",
+                      registry=registry)
+    return port
 
 
 def server_options() -> dict[str, Any]:
     """Keyword arguments for `AgentServer(...)` / `WorkerOptions(...)` from the rig's
-    environment: host, port (health), prometheus_port and prometheus_multiproc_dir. The
-    livekit-agents metrics endpoint then serves the instrumentation's counters of every job
-    process, aggregated through the multiprocess directory."""
-    global _ready
+    environment: host, port (health), prometheus_port, prometheus_multiproc_dir, load_fnc,
+    load_threshold; only those whose variable is set. The livekit-agents metrics endpoint then
+    serves the instrumentation's counters of every job process, aggregated through the
+    multiprocess directory. To keep an option of your own, merge: `{**server_options(), ...}`."""
+    global _used
+    _used = True
     opts: dict[str, Any] = {}
     if (port := _port("AGENT_HEALTH_PORT")) is not None:
         opts["port"] = port
@@ -69,13 +149,19 @@ def server_options() -> dict[str, Any]:
         opts["host"] = os.environ.get("AGENT_HOST", "").strip() or "127.0.0.1"
     if multiproc := os.environ.get("PROMETHEUS_MULTIPROC_DIR", "").strip():
         opts["prometheus_multiproc_dir"] = multiproc
-    if (ready := os.environ.get("AGENT_READY_FILE", "").strip()) and _ready is None:
-        path = Path(ready)
-        path.unlink(missing_ok=True)
-        _ready = _ReadyFile(path)
-        logger = logging.getLogger("livekit.agents")
-        logger.addHandler(_ready)
-        if logger.getEffectiveLevel() > logging.INFO:
-            logger.setLevel(logging.INFO)
+    load = os.environ.get("AGENT_LOAD", "").strip()
+    if load == "process":
+        opts["load_fnc"] = ProcessTreeLoad()
+    elif load not in ("", "system"):
+        raise ServerOptionError(f"AGENT_LOAD={load!r}: expected 'process' or 'system'")
+    if threshold := os.environ.get("AGENT_LOAD_THRESHOLD", "").strip():
+        try:
+            value = float(threshold)
+        except ValueError:
+            value = math.nan
+        if not value > 0:
+            raise ServerOptionError(f"AGENT_LOAD_THRESHOLD={threshold!r}: expected a number > 0")
+        opts["load_threshold"] = value
+    watch_ready_file()
     capabilities.report_once()
     return opts

@@ -21,7 +21,8 @@ from .hooks import SessionProbe, instrument
 from .ledger import LEDGER, Labels
 
 log = logging.getLogger("lkrig.instrument")
-EVENT_TOPIC = "lkrig.event"  # the rig's caller <-> agent data topic
+EVENT_TOPIC = "lkrig.event"  # agent -> the rig's caller
+TRANSCRIPT_TOPIC = "lkrig.transcript"  # the rig's caller -> agent: {"turn", "text"} before it speaks
 
 Userdata_T = TypeVar("Userdata_T")
 
@@ -39,7 +40,7 @@ class AgentSession(_FrameworkSession[Userdata_T]):
             _finish_with_the_job(self.lkrig_probe)
             room = kwargs.get("room")
             if room is not None and settings.room_events():
-                _tell_the_caller(self.lkrig_probe, room)
+                _tell_the_caller(self, self.lkrig_probe, room)
         return await super().start(*args, **kwargs)
 
 
@@ -59,24 +60,48 @@ def _finish_with_the_job(probe: SessionProbe) -> None:
     ctx.add_shutdown_callback(finish)
 
 
-def _tell_the_caller(probe: SessionProbe, room: Any) -> None:
-    """Publish each error counted for this session on the rig's event topic, so that the rig's
-    callers mark the turn it happened in (`agent_error`), as they do for the rig's own agent."""
+def _tell_the_caller(session: Any, probe: SessionProbe, room: Any) -> None:
+    """Speak the rig's caller protocol, as the rig's own agent does, so that its callers and
+    Locust work unchanged: each error counted for this session (`{"event": "error", "kind"}`, the
+    caller marks that turn `agent_error`), and each user turn the session commits (`{"event":
+    "turn", "turn"}`, with the id of the newest utterance the caller announced)."""
     pending: set[asyncio.Task[None]] = set()
+    announced: list[str] = []
 
-    async def publish(kind: str) -> None:
+    async def publish(event: dict[str, str]) -> None:
         try:
             await room.local_participant.publish_data(
-                json.dumps({"event": "error", "kind": kind}).encode(), reliable=True,
-                topic=EVENT_TOPIC)
+                json.dumps(event).encode(), reliable=True, topic=EVENT_TOPIC)
         except Exception:  # the caller may be gone, the room closed
-            log.debug("could not publish the %s error to the room", kind)
+            log.debug("could not publish %s to the room", event)
+
+    def send(event: dict[str, str]) -> None:
+        task = asyncio.get_running_loop().create_task(publish(event))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
 
     def on_error(kind: str, labels: Labels, owner: object) -> None:
         if owner is probe:
-            task = asyncio.get_running_loop().create_task(publish(kind))
-            pending.add(task)
-            task.add_done_callback(pending.discard)
+            send({"event": "error", "kind": kind})
+
+    def on_data(packet: Any) -> None:
+        if getattr(packet, "topic", None) != TRANSCRIPT_TOPIC:
+            return
+        try:
+            announced.append(str(json.loads(packet.data)["turn"]))
+        except (ValueError, KeyError, TypeError):
+            pass  # not the rig's caller
+
+    def on_transcribed(ev: Any) -> None:
+        if getattr(ev, "is_final", False) and str(getattr(ev, "transcript", "")).strip() and announced:
+            send({"event": "turn", "turn": announced[-1]})
 
     LEDGER.add_listener(on_error)
-    probe.on_close(lambda _: LEDGER.remove_listener(on_error))
+    room.on("data_received", on_data)
+    session.on("user_input_transcribed", on_transcribed)
+
+    def stop(_: SessionProbe) -> None:
+        LEDGER.remove_listener(on_error)
+        room.off("data_received", on_data)
+
+    probe.on_close(stop)

@@ -66,8 +66,9 @@ async def _idle(session: Any, said: list[str], n: int, timeout: float) -> bool:
 
 
 async def one_run(agent_mod: Any, time_scale: float) -> dict[str, Any]:
-    from agent.replay_io import ClockedAudioOutput
     from lkrig_instrument import LEDGER
+
+    from agent.replay_io import ClockedAudioOutput
 
     said: list[str] = []
     errors: collections.Counter[str] = collections.Counter()
@@ -86,6 +87,8 @@ async def one_run(agent_mod: Any, time_scale: float) -> dict[str, Any]:
             errors[kind] += 1
 
     LEDGER.add_listener(on_error)
+    framework = FrameworkLog()
+    logging.getLogger().addHandler(framework)
     try:
         await session.start(agent_mod.Concierge())
         ok = await _idle(session, said, 0, 20)
@@ -104,8 +107,9 @@ async def one_run(agent_mod: Any, time_scale: float) -> dict[str, Any]:
         probe = session.lkrig_probe
         probe.finish()
         LEDGER.remove_listener(on_error)
-    return {"said": said, "errors": dict(errors), "handoffs": probe.handoffs,
-            "stuck": probe.stuck, "completed": ok}
+        logging.getLogger().removeHandler(framework)
+    return {"said": said, "errors": dict(errors), "framework_logged": dict(framework.kinds),
+            "handoffs": probe.handoffs, "stuck": probe.stuck, "completed": ok}
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
@@ -128,13 +132,10 @@ def main() -> int:
     p.add_argument("--time-scale", type=float, default=4.0)
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    framework = FrameworkLog()
-    logging.getLogger().addHandler(framework)
     out = asyncio.run(main_async(args))
     import livekit.agents as lka
     from prometheus_client import generate_latest
 
-    out["framework_logged"] = dict(framework.kinds)
     out["agents_version"] = lka.__version__
     out["metrics"] = generate_latest().decode()
     print(json.dumps(out, indent=1))

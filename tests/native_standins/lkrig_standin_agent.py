@@ -42,7 +42,9 @@ def main() -> None:
 
     server = http.server.HTTPServer(("127.0.0.1", int(os.environ["AGENT_HEALTH_PORT"])), Health)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    print(f"standin agent ready: {os.environ['AGENT_NAME']} stale={stale}", flush=True)
+    # the supervisor waits for livekit-agents' own "registered worker" line, as for a real worker
+    print(f"standin agent ready, registered worker: {os.environ['AGENT_NAME']} stale={stale}",
+          flush=True)
     threading.Event().wait()
 
 

@@ -1,0 +1,355 @@
+"""The load generator's parts that need no LiveKit server: conversation scripts (and their
+errors), the caller metrics' cross-worker aggregation and exposition, the load shapes, the
+frame-pacing measure, and the voice driver's process contract. Real processes where there is
+one (Locust, the driver); the live runs are in test_loadgen_live.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from lkrig_instrument import names
+from prometheus_client.parser import text_string_to_metric_families
+
+from loadgen import convscript, metrics, shapes  # none of these imports locust (gevent)
+from loadgen.conversation import Spec, check_expectations, conversation_outcome
+from loadgen.driver import SendPacing
+from loadgen.results import TurnResult
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+# ---- conversation scripts -------------------------------------------------------------------
+
+
+def test_shipped_scripts_load_and_cover_seed_refusal_and_barge_in() -> None:
+    scripts = convscript.load_all()
+    assert {"seed", "refusal", "barge_in_preamble"} <= set(scripts)
+    seed = scripts["seed"]
+    assert [t.say for t in seed.turns] == ["What programs do you have for kids?",
+                                           "She is seven years old, and a girl."]
+    assert "rather not" in scripts["refusal"].turns[1].say  # agent/dialog.py's refusal pattern
+    barge = scripts["barge_in_preamble"]
+    assert barge.has_barge_in and not seed.has_barge_in
+    # The barge-in follows the question whose reply starts with the tool's preamble.
+    i = next(i for i, t in enumerate(barge.turns) if t.barge_in)
+    assert barge.turns[i - 1].say == seed.turns[0].say
+    assert barge.turns[i].barge_in.for_ms > 500  # longer than the agent's min interruption
+    # Scripts cross the driver pipe as dicts: nothing is lost on the way.
+    for s in scripts.values():
+        assert convscript.Script.from_dict(json.loads(json.dumps(s.to_dict()))) == s
+
+
+GOOD = """\
+version: 1
+greeting: true
+turns:
+  - id: ask
+    say: What programs do you have for kids?
+  - id: age
+    say: She is seven.
+    barge_in: {at_ms: 300, for_ms: 800}
+"""
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "where"),
+    [
+        ("    barge_in: {at_ms: 300, for_ms: 800}", "    barge_in: {at_ms: soon}",
+         ":8: turns[1].barge_in.at_ms: expected a number >= 0, got 'soon'"),
+        ("  - id: age\n", "  - id: age\n    sya: typo\n", ":7: turns[1].sya: unknown field"),
+        ("  - id: age", "  - id: ask", ":6: turns[1].id: duplicate turn id 'ask'"),
+        ("    say: She is seven.\n", "", ":6: turns[1]: missing field 'say'"),
+        ("version: 1", "version: 2", ":1: version: unsupported version 2"),
+        ("greeting: true", "greeting: yes please", ":2: greeting: expected true or false"),
+        ("turns:", "think_ms: [900, 300]\nturns:", ":3: think_ms: high (300) is below low (900)"),
+        ("greeting: true\nturns:\n  - id: ask\n    say: What programs do you have for kids?\n",
+         "greeting: false\nturns:\n",
+         ":6: turns[0].barge_in: the first turn can only barge in on the greeting; set greeting: true"),
+        ("turns:", "turns: [", ":4: not valid YAML"),
+        ("    say: She is seven.", "    say: ''", ":7: turns[1].say: expected non-empty text"),
+    ],
+)
+def test_a_malformed_script_is_one_error_with_file_line_and_field(
+        tmp_path: Path, old: str, new: str, where: str) -> None:
+    assert old in GOOD
+    path = tmp_path / "bad.yaml"
+    path.write_text(GOOD.replace(old, new, 1))
+    with pytest.raises(convscript.ScriptError) as err:
+        convscript.load(path, display="bad.yaml")
+    assert str(err.value).startswith("bad.yaml" + where), str(err.value)
+
+
+def test_locust_refuses_to_start_with_a_malformed_script(tmp_path: Path) -> None:
+    (tmp_path / "broken.yaml").write_text(GOOD.replace("at_ms: 300", "at_ms: -5"))
+    env = {**os.environ, "LOADGEN_SCRIPTS_DIR": str(tmp_path), "LIVEKIT_URL": "ws://127.0.0.1:9",
+           "LIVEKIT_API_KEY": "k", "LIVEKIT_API_SECRET": "s" * 32, "LOADGEN_METRICS_PORT": str(_free_port())}
+    done = subprocess.run(
+        [sys.executable, "-m", "locust", "-f", "loadgen/locustfile.py", "--headless", "-u", "1", "-t", "5s"],
+        capture_output=True, text=True, timeout=60, cwd=REPO, env=env)
+    assert done.returncode == 2, done.stderr
+    lines = [ln for ln in done.stderr.splitlines() if ln.startswith("loadgen: ")]
+    assert lines == [f"loadgen: {tmp_path / 'broken.yaml'}:8: turns[1].barge_in.at_ms: "
+                     "expected a number >= 0, got -5"], done.stderr
+
+
+def test_expectations_and_outcomes() -> None:
+    turn = convscript.Turn("ask", "hi", expect=convscript.Expect(agent_turn=True, max_latency_ms=900))
+    heard = TurnResult("ask", "ok", latency_s=1.2, events=[{"event": "turn", "turn": "ask"}])
+    assert check_expectations(turn, heard) == "max_latency_ms: 1200 > 900"
+    missed = TurnResult("ask", "ok", latency_s=0.5, events=[{"event": "turn", "turn": "other"}])
+    assert check_expectations(turn, missed) == "agent_turn: the agent reported no turn for this utterance"
+    assert conversation_outcome("ok", ["ok", "agent_error", "dead_air"]) == "agent_error"
+    assert conversation_outcome("no_agent", []) == "no_agent"
+    assert conversation_outcome("ok", ["ok", "ok"]) == "completed"
+    spec = Spec(convscript.load_all()["seed"], scenario="seed", profile="fast", seed=7)
+    assert Spec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
+
+
+# ---- metrics ----------------------------------------------------------------------------------
+
+
+def _scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    out = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_metrics_from_two_workers_add_up_on_the_master_and_use_only_registered_names() -> None:
+    lab = {"scenario": "seed", "profile": "fast"}
+    workers = [metrics.Recorder(), metrics.Recorder()]
+    latencies = [[0.02, 0.4, 1.2], [0.4, 25.0]]  # below the first bucket and above the last too
+    agg = metrics.Aggregate()
+    for i, (rec, lats) in enumerate(zip(workers, latencies, strict=True)):
+        cm = metrics.CallerMetrics(rec)
+        cm.joined({"outcome": "ok", "dispatch_to_join_s": 0.5}, **lab)
+        for lat in lats:
+            cm.turn({"outcome": "ok", "latency_s": lat, "gaps_s": [0.3]}, **lab)
+        cm.turn({"outcome": "dead_air", "latency_s": None, "gaps_s": []}, **lab)
+        cm.joined({"outcome": "no_agent", "reason": "agent_join_timeout"}, **lab)
+        cm.conversation("dead_air", **lab)
+        # Two reports per worker, like Locust's periodic report and its final one.
+        agg.merge(f"w{i}", json.loads(json.dumps(rec.drain())))
+        cm.left(**lab)
+        agg.merge(f"w{i}", json.loads(json.dumps(rec.drain())))
+    workers[0].gauge_add(names.CALLERS_ACTIVE, 3, **lab)
+    agg.merge("w0", workers[0].drain())
+    port = _free_port()
+    server, thread = metrics.serve(agg, port)
+    try:
+        got = _scrape(port)
+    finally:
+        server.shutdown()
+        thread.join(5)
+    sel = tuple(sorted(lab.items()))
+    assert got[("caller_turn_latency_seconds_count", sel)] == 5
+    assert got[("caller_turn_latency_seconds_sum", sel)] == pytest.approx(0.02 + 0.4 + 1.2 + 0.4 + 25.0)
+    bucket = {float(dict(k[1])["le"]): v for k, v in got.items()
+              if k[0] == "caller_turn_latency_seconds_bucket"}
+    assert bucket[0.025] == 1 and bucket[0.5] == 3 and bucket[1.5] == 4 and bucket[20.0] == 4
+    assert bucket[float("inf")] == 5
+    assert got[("caller_turns_total", tuple(sorted({**lab, "outcome": "ok"}.items())))] == 5
+    assert got[("caller_turns_total", tuple(sorted({**lab, "outcome": "dead_air"}.items())))] == 2
+    assert got[("caller_dead_air_total", sel)] == 2
+    assert got[("caller_silence_gap_seconds_count", sel)] == 5
+    assert got[("caller_dispatch_to_join_seconds_count", sel)] == 2
+    assert got[("caller_rooms_without_agent_total", sel)] == 2
+    assert got[("caller_conversations_total", tuple(sorted({**lab, "outcome": "dead_air"}.items())))] == 2
+    assert got[("callers_active", sel)] == 3  # both workers left their call; w0 now has 3
+    allowed = {s for m in names.CALLER_METRICS for s in m.samples}
+    assert {name for name, _ in got} <= allowed
+    agg.forget("w0")
+    assert agg.value(names.CALLERS_ACTIVE, **lab) == 0
+
+
+def test_a_worker_that_stops_reporting_no_longer_counts_as_active_callers(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    lab = {"scenario": "seed", "profile": "fast"}
+    rec, agg = metrics.Recorder(), metrics.Aggregate()
+    rec.gauge_add(names.CALLERS_ACTIVE, 4, **lab)
+    agg.merge("w0", rec.drain())
+    assert agg.value(names.CALLERS_ACTIVE, **lab) == 4
+    monkeypatch.setattr(metrics, "GAUGE_STALE_S", -1.0)  # as if its last report were long ago
+    assert agg.value(names.CALLERS_ACTIVE, **lab) == 0
+
+
+def test_recorder_rejects_labels_the_metric_does_not_have() -> None:
+    with pytest.raises(ValueError, match="caller_turns_total"):
+        metrics.Recorder().inc(names.CALLER_TURNS, scenario="seed", profile="fast")
+
+
+# ---- shapes -----------------------------------------------------------------------------------
+
+
+def test_shapes_follow_their_definition() -> None:
+    u = shapes.users_at
+    assert u("none", 5, 10, 2, 60) == (10, 2) and u("none", 60, 10, 2, 60) is None
+    assert u("none", 10_000, 10, 2, None) == (10, 2)
+    assert [u("ramp", t, 20, 1, 100)[0] for t in (0, 37.5, 75, 99)] == [0, 10, 20, 20]
+    assert [u("step", t, 20, 1, 100, steps=4)[0] for t in (0, 24, 25, 99)] == [5, 5, 10, 20]
+    assert [u("spike", t, 20, 1, 100)[0] for t in (0, 39, 40, 59, 60, 99)] == [4, 4, 20, 20, 4, 4]
+    assert u("spike", 50, 20, 1, 100)[1] >= 20  # a spike arrives at once
+    assert u("soak", 3599, 30, 3, None) == (30, 3) and u("soak", 3600, 30, 3, None) is None
+    for shape in ("ramp", "step", "spike"):
+        assert u(shape, 600, 10, 1, None) is None  # 10 minutes when no run time is set
+    with pytest.raises(ValueError, match="unknown shape"):
+        u("zigzag", 0, 1, 1, None)
+
+
+def test_every_shape_ends_with_a_drain_that_waits_for_users_and_one_more_report() -> None:
+    d = shapes.Drain()
+    assert d.tick(60.0, 10, stop_timeout=30) == (0, 1000.0)  # users still finishing their calls
+    assert d.tick(75.0, 3, stop_timeout=30) == (0, 1000.0)
+    assert d.tick(80.0, 0, stop_timeout=30) == (0, 1000.0)  # all gone: one report interval more
+    assert d.tick(80.0 + shapes.DRAIN_REPORT_S, 0, stop_timeout=30) is None
+    stuck = shapes.Drain()
+    stuck.tick(0.0, 5, stop_timeout=10)
+    assert stuck.tick(10 + shapes.DRAIN_REPORT_S + 31, 5, stop_timeout=10) is None
+
+
+# ---- frame pacing -----------------------------------------------------------------------------
+
+
+def test_send_pacing_counts_lateness_against_the_real_time_schedule() -> None:
+    p = SendPacing()
+    frame, queue = 0.02, 0.04
+    t0 = 100.0
+    # On time: the first frames go in at once until a queue's worth is ahead of the playout,
+    # then one per frame duration.
+    for i in range(10):
+        p.record(1, t0 + max(0, i - 2) * frame, frame, queue)
+    p50, p99, n = p.take()
+    assert (p50, p99, n) == (0.0, 0.0, 9)
+    # A 30 ms stall before frame 5 of the next utterance: frames after it are late by 30 ms.
+    t1 = 200.0
+    for i in range(10):
+        p.record(1, t1 + max(0, i - 2) * frame + (0.03 if i >= 5 else 0.0), frame, queue)
+    p50, p99, n = p.take()
+    assert n == 9 and p50 == pytest.approx(30.0) and p99 == pytest.approx(30.0)
+    assert sum(p.hist) == 18
+
+
+# ---- FFI event routing (in a child process: the FFI must not start in the test process) -----
+
+LOOPBACK = """
+import asyncio, json, sys
+import numpy as np
+from livekit import rtc
+from loadgen import ffi_routing
+
+async def main() -> None:
+    routed = ffi_routing.install() if sys.argv[1] == "on" else False
+    sr, chunk, n = 48000, 480, 4
+    sources = [rtc.AudioSource(sr, 1, queue_size_ms=40) for _ in range(n)]
+    tracks = [rtc.LocalAudioTrack.create_audio_track(f"t{i}", s) for i, s in enumerate(sources)]
+    streams = [rtc.AudioStream(t, sample_rate=sr, num_channels=1, frame_size_ms=10) for t in tracks]
+    got = [[] for _ in range(n)]
+
+    async def read(i):
+        async for ev in streams[i]:
+            got[i].append(int(np.abs(np.frombuffer(ev.frame.data, dtype=np.int16)).max()))
+
+    readers = [asyncio.create_task(read(i)) for i in range(n)]
+
+    async def push(i):
+        frame = rtc.AudioFrame(np.full(chunk, 1000 * (i + 1), np.int16).tobytes(), sr, 1, chunk)
+        for _ in range(50):
+            await sources[i].capture_frame(frame)
+
+    await asyncio.gather(*(push(i) for i in range(n)))
+    await asyncio.sleep(0.3)
+    for s in streams:
+        await s.aclose()
+    await asyncio.gather(*readers, return_exceptions=True)
+    print(json.dumps({"routed": routed, "levels": [sorted(set(g) - {0}) for g in got],
+                      "voiced": [sum(1 for x in g if x) for g in got],
+                      "capture": rtc.AudioSource.capture_frame.__module__}))
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize("routing", ["on", "off"])
+def test_ffi_routing_gives_each_stream_its_own_audio_and_every_capture_its_callback(routing: str) -> None:
+    done = subprocess.run([sys.executable, "-c", LOOPBACK, routing], capture_output=True, text=True,
+                          timeout=120, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["routed"] is (routing == "on")
+    # Four sources, four loopback streams, each hears its own level and only that.
+    assert out["levels"] == [[1000], [2000], [3000], [4000]]
+    # 50 x 10 ms captured per source (every capture_frame returned): 50 voiced frames each
+    # (the streams run on in silence after that).
+    assert all(48 <= n <= 52 for n in out["voiced"]), out["voiced"]
+    assert out["capture"] == ("loadgen.ffi_routing" if routing == "on" else "livekit.rtc.audio_source")
+
+
+def test_ffi_routing_refuses_an_sdk_version_it_was_not_written_for() -> None:
+    code = ("import livekit.rtc as rtc; rtc.__version__ = '9.9.9'\n"
+            "from loadgen import ffi_routing\n"
+            "print(ffi_routing.install(), rtc.AudioSource.capture_frame.__module__)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "livekit.rtc.audio_source"]
+    assert "written for 1.1.21 only" in done.stderr
+
+
+# ---- the voice driver as a process ------------------------------------------------------------
+
+
+def _driver(env: dict[str, str], *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "loadgen.driver", *args], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO, env=env)
+
+
+def test_driver_without_credentials_names_them_and_exits_2() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIVEKIT_")}
+    p = _driver(env)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 2
+    assert "LIVEKIT_URL, LIVEKIT_API_KEY, LIVEKIT_API_SECRET not set" in err
+
+
+def test_driver_rejects_bad_ops_and_exits_cleanly_on_end_of_input() -> None:
+    env = {**os.environ, "LIVEKIT_URL": "ws://127.0.0.1:9", "LIVEKIT_API_KEY": "k",
+           "LIVEKIT_API_SECRET": "s" * 32}
+    p = _driver(env, "--max-callers", "1", "--stats-interval", "0.2")
+    assert p.stdin is not None and p.stdout is not None
+    ready = json.loads(p.stdout.readline())
+    assert ready["type"] == "ready" and ready["max_callers"] == 1
+    p.stdin.write("not json\n")
+    p.stdin.write(json.dumps({"op": "start", "call": "x", "spec": {"script": {}}}) + "\n")
+    p.stdin.flush()
+    seen = []
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        msg = json.loads(p.stdout.readline())
+        seen.append(msg)
+        if msg["type"] == "rejected":
+            break
+    assert seen[-1]["call"] == "x" and seen[-1]["reason"].startswith("bad spec")
+    stats = [m for m in seen if m["type"] == "stats"]
+    p.stdin.close()  # end of input: the driver hangs up and leaves
+    rest = [json.loads(line) for line in p.stdout]
+    assert p.wait(timeout=30) == 0
+    assert rest[-1] == {"type": "bye", "left": []}
+    assert "malformed op line" in p.stderr.read()  # type: ignore[union-attr]
+    assert stats == [] or stats[0]["callers"] == 0
