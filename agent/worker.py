@@ -18,11 +18,11 @@ from typing import Any
 
 from livekit.agents import AgentServer, JobContext, JobProcess, cli
 from lkrig_instrument import instrument
+from lkrig_instrument.server import ProcessTreeLoad
 
 from livekit import rtc
 
 from . import latency, scenarios, session
-from .load import ProcessTreeLoad
 from .providers.scripted_stt import TRANSCRIPT_TOPIC, TranscriptFeed
 
 log = logging.getLogger("lkrig.agent")

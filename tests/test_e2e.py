@@ -196,10 +196,10 @@ def test_six_concurrent_callers_spread_over_two_workers(stack: native.StackInfo)
                   if line.startswith("agent_sessions_ended_total{")
                   and 'scenario="seed_nowait"' in line)
         assert own == per_worker[endpoint.name], (endpoint.name, own, per_worker)
-    # Reconcile both sides. On an overloaded machine (VAD slower than real time) a caller may
-    # hang up, or talk over the agent, before the agent commits its turn; such a turn is then
-    # missing on both sides, not miscounted: every turn the agent committed was acknowledged to
-    # its caller, and cost one refused filler, which the caller was told about too.
+    # Reconcile. Every turn the agent committed cost exactly one refused filler. On a saturated
+    # machine (VAD slower than real time) a caller may hang up on dead air before the agent
+    # commits its turn, or before the agent's notices reach it: such a turn may then be missing
+    # on the caller's side, never counted twice on the agent's.
     def events(kind: str) -> int:
         return sum(1 for r in results for t in r["turns"] for e in t["events"]
                    if e.get("event") == kind)
@@ -208,5 +208,6 @@ def test_six_concurrent_callers_spread_over_two_workers(stack: native.StackInfo)
     turns = metric_total(stack.prometheus_url, 'sum(agent_turns_total{scenario="seed_nowait"})')
     errors = metric_total(stack.prometheus_url,
                           'sum(speech_scheduling_errors_total{scenario="seed_nowait"})')
-    assert (turns, errors, events("error")) == (answered, answered, answered)
+    assert errors == turns <= 6
+    assert events("error") <= answered <= turns
     assert answered >= 4, [[t["outcome"] for t in r["turns"]] for r in results]

@@ -57,8 +57,7 @@ class ProcessTreeLoad:
     """AGENT_LOAD=process: this worker's own CPU (its processes and their children) as a share
     of the machine's cores, instead of the framework's whole-machine CPU. On a machine the rig's
     callers and livekit-server share, the machine's CPU says more about them than about the
-    agent, and a worker that thinks itself full refuses jobs. (The rig's own worker has the same
-    rule in agent/load.py; this package may not import agent/.)"""
+    agent, and a worker that thinks itself full refuses jobs. The rig's own worker uses it too."""
 
     def __init__(self) -> None:
         import psutil  # a livekit-agents dependency
