@@ -24,12 +24,13 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from livekit.agents import APIConnectOptions, llm, utils
-from livekit.agents.types import DEFAULT_API_CONNECT_OPTIONS, NOT_GIVEN, NotGivenOr
+from livekit.agents import llm
 from lkrig_instrument import names, prom, settings
 from lkrig_instrument.hooks import agents_version
 
+from .. import dialog
 from .. import latency as latency_mod
+from .scripted_llm import ScriptedLLM
 from .scripted_stt import TRANSCRIPT_TOPIC, ScriptedSTT, TranscriptFeed
 from .scripted_tts import ScriptedTTS
 
@@ -150,54 +151,15 @@ def _instructions(chat_ctx: llm.ChatContext) -> str:
                      if i.type == "message" and i.role in ("system", "developer"))
 
 
-class ConversationLLM(llm.LLM):
+class ConversationLLM(ScriptedLLM):
     """An LLM that follows a conversation script, with the profile's llm_ttft / llm_token."""
 
     def __init__(self, script: Script, latency: latency_mod.Latency) -> None:
-        super().__init__()
-        self._script = script
-        self._latency = latency
+        def policy(chat_ctx: llm.ChatContext, tools: set[str]) -> dialog.Reply:
+            step = script.next(_instructions(chat_ctx), _newest(chat_ctx), tools)
+            return dialog.Reply(step.say, step.call, dict(step.args))
 
-    @property
-    def model(self) -> str:
-        return "conversation-script"
-
-    @property
-    def provider(self) -> str:
-        return "lkrig"
-
-    def chat(
-        self,
-        *,
-        chat_ctx: llm.ChatContext,
-        tools: list[Any] | None = None,
-        conn_options: APIConnectOptions = DEFAULT_API_CONNECT_OPTIONS,
-        parallel_tool_calls: NotGivenOr[bool] = NOT_GIVEN,
-        tool_choice: NotGivenOr[Any] = NOT_GIVEN,
-        extra_kwargs: NotGivenOr[dict[str, Any]] = NOT_GIVEN,
-    ) -> llm.LLMStream:
-        return _ScriptStream(self, chat_ctx=chat_ctx, tools=tools or [], conn_options=conn_options)
-
-
-class _ScriptStream(llm.LLMStream):
-    async def _run(self) -> None:
-        owner: ConversationLLM = self._llm  # type: ignore[assignment]
-        tools = {t.info.name for t in self._tools if hasattr(t, "info")}
-        step = owner._script.next(_instructions(self._chat_ctx), _newest(self._chat_ctx), tools)
-        request_id = utils.shortuuid("lkrig_")
-        await owner._latency.sleep("llm_ttft")
-        words = step.say.split(" ") if step.say else []
-        for i, word in enumerate(words):
-            if i:
-                await owner._latency.sleep("llm_token")
-            self._event_ch.send_nowait(llm.ChatChunk(
-                id=request_id,
-                delta=llm.ChoiceDelta(role="assistant", content=word if i == 0 else " " + word)))
-        if step.call:
-            call = llm.FunctionToolCall(name=step.call, call_id=utils.shortuuid("call_"),
-                                        arguments=json.dumps(step.args))
-            self._event_ch.send_nowait(llm.ChatChunk(
-                id=request_id, delta=llm.ChoiceDelta(role="assistant", tool_calls=[call])))
+        super().__init__(latency, policy, model="conversation-script")
 
 
 # --- the factory ---------------------------------------------------------------------------------

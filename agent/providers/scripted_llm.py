@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from livekit.agents import APIConnectOptions, llm, utils
@@ -23,14 +24,25 @@ def _last_item(chat_ctx: llm.ChatContext) -> tuple[str, str, str | None]:
     return "user", "", None
 
 
+# what to say next and which tool to call, given the chat so far and the tools on offer
+Policy = Callable[[llm.ChatContext, set[str]], dialog.Reply]
+
+
+def dialog_policy(chat_ctx: llm.ChatContext, tools: set[str]) -> dialog.Reply:
+    return dialog.next_reply(*_last_item(chat_ctx), tools)
+
+
 class ScriptedLLM(llm.LLM):
-    def __init__(self, latency: Latency) -> None:
+    def __init__(self, latency: Latency, policy: Policy = dialog_policy,
+                 model: str = "scripted") -> None:
         super().__init__()
         self._latency = latency
+        self._policy = policy
+        self._model = model
 
     @property
     def model(self) -> str:
-        return "scripted"
+        return self._model
 
     @property
     def provider(self) -> str:
@@ -51,9 +63,10 @@ class ScriptedLLM(llm.LLM):
 
 class _Stream(llm.LLMStream):
     async def _run(self) -> None:
-        latency: Latency = self._llm._latency  # type: ignore[attr-defined]
+        owner: ScriptedLLM = self._llm  # type: ignore[assignment]
+        latency = owner._latency
         names = {t.info.name for t in self._tools if hasattr(t, "info")}
-        reply = dialog.next_reply(*_last_item(self._chat_ctx), names)
+        reply = owner._policy(self._chat_ctx, names)
         request_id = utils.shortuuid("lkrig_")
         await latency.sleep("llm_ttft")
         words = reply.text.split(" ") if reply.text else []
