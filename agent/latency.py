@@ -9,10 +9,15 @@
     tool:           {fixed: 300}
 
 Every component must be given; `spike` adds `add` ms with probability `p` to any distribution.
+
+At run time a JSON file named by LKRIG_LATENCY_OVERRIDE, `{"add_ms": 800, "components":
+["llm_ttft"]}`, adds to every later sample of those components in running sessions (`rig run
+--fault slow-provider@...`); deleting the file ends it.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import random
@@ -141,6 +146,36 @@ def load(name_or_path: str) -> Profile:
     return Profile(path.stem, seed, comps)
 
 
+class Override:
+    """The runtime latency override file, re-read only when its mtime changes (one stat per
+    sample: samples come a few per turn)."""
+
+    def __init__(self, path: str | None) -> None:
+        self.path = path
+        self._mtime: float | None = None
+        self._add: dict[str, float] = {}
+
+    def add_ms(self, component: str) -> float:
+        if not self.path:
+            return 0.0
+        try:
+            mtime = os.stat(self.path).st_mtime
+        except OSError:
+            self._mtime, self._add = None, {}
+            return 0.0
+        if mtime != self._mtime:
+            self._mtime, self._add = mtime, {}
+            try:
+                data = json.loads(Path(self.path).read_text())
+                self._add = {str(c): float(data["add_ms"]) for c in data["components"]}
+            except (OSError, ValueError, KeyError, TypeError):
+                pass  # half-written: the next write changes the mtime again
+        return self._add.get(component, 0.0)
+
+
+OVERRIDE = Override(os.environ.get("LKRIG_LATENCY_OVERRIDE"))
+
+
 class Latency:
     """Draws injected latencies for one session; deterministic for (profile seed, job seed)."""
 
@@ -153,6 +188,7 @@ class Latency:
 
     def seconds(self, component: str) -> float:
         value = self.profile.components[component].sample_ms(self._rng) / 1000.0
+        value += OVERRIDE.add_ms(component) / 1000.0
         if self._on_sample:
             self._on_sample(component, value)
         return value / self.time_scale

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from livekit.agents import AgentServer, JobContext, JobProcess, cli
-from lkrig_instrument import instrument
+from lkrig_instrument import instrument, process_sampler
 from lkrig_instrument.server import ProcessTreeLoad
 
 from livekit import rtc
@@ -59,6 +59,8 @@ def parse_metadata(raw: str) -> tuple[str, latency.Profile, int]:
 def prewarm(proc: JobProcess) -> None:
     from livekit.plugins import silero
 
+    process_sampler.start("job")  # idle job processes too: their memory is the worker's cost
+
     proc.userdata["vad"] = silero.VAD.load()
 
 
@@ -89,7 +91,8 @@ async def entrypoint(ctx: JobContext) -> None:
 
     ctx.room.on("data_received", on_data)
     sess, agent = session.build(scenario, profile, seed, feed=feed, vad=ctx.proc.userdata["vad"])
-    probe = instrument(sess, scenario=scenario, profile=profile.name)
+    # RIG_INSTRUMENT=off: no probe, for measuring what the instrumentation costs (bench/overhead.py)
+    probe = None if _instrument_off() else instrument(sess, scenario=scenario, profile=profile.name)
     pending: set[asyncio.Task[None]] = set()
 
     def notify(event: dict[str, Any]) -> None:
@@ -103,7 +106,8 @@ async def entrypoint(ctx: JobContext) -> None:
         if owner is probe or owner is None:
             notify({"event": "error", "kind": kind})
 
-    LEDGER.add_listener(on_error)
+    if probe is not None:
+        LEDGER.add_listener(on_error)
 
     def on_transcribed(ev: Any) -> None:
         if ev.is_final and ev.transcript.strip():
@@ -119,11 +123,16 @@ async def entrypoint(ctx: JobContext) -> None:
                     "interrupted": bool(item.interrupted)})
 
     sess.on("conversation_item_added", on_item)
-    ctx.add_shutdown_callback(lambda: _finish(probe))
+    if probe is not None:
+        ctx.add_shutdown_callback(lambda: _finish(probe))
     await sess.start(agent=agent, room=ctx.room)
     # which process ran the job: tests check that its counts outlive it
     notify({"event": "session", "pid": os.getpid(), "scenario": scenario,
             "profile": profile.name, "agents_version": session.AGENTS_VERSION})
+
+
+def _instrument_off() -> bool:
+    return os.environ.get("RIG_INSTRUMENT", "on") == "off"
 
 
 async def _finish(probe: Any) -> None:
@@ -145,6 +154,8 @@ def server() -> AgentServer:
         prometheus_multiproc_dir=metrics_dir,
         setup_fnc=prewarm,
     )
+    # after the worker's start-up has emptied the multiprocess directory (process_sampler)
+    srv.on("worker_started", lambda *_: process_sampler.start("worker"))
     srv.rtc_session(entrypoint, agent_name=os.environ.get("AGENT_NAME", "lkrig-agent"))
     if ready_file := os.environ.get("AGENT_READY_FILE"):
         # the health endpoint answers before the worker has registered with livekit-server,

@@ -24,6 +24,7 @@ from typing import Any
 
 from livekit import api, rtc
 from loadgen.audio import SAMPLE_RATE, Utterance, UtteranceCache
+from loadgen.hard_exit import exit_now
 
 REPLY = "Sure, we have soccer and swimming for her."
 CHUNK_MS = 20
@@ -149,3 +150,4 @@ class Responder:
 
 if __name__ == "__main__":
     asyncio.run(Responder().main())
+    exit_now(0)

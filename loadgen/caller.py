@@ -659,5 +659,6 @@ __all__ = ["AgentAudioMonitor", "Caller", "CallerConfig"]
 
 if __name__ == "__main__":
     from loadgen.cli import main
+    from loadgen.hard_exit import exit_now
 
-    raise SystemExit(main())
+    exit_now(main())

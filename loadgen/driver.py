@@ -34,6 +34,7 @@ from collections import deque
 from typing import Any
 
 from loadgen.conversation import Conversation, Spec
+from loadgen.hard_exit import exit_now
 
 STATS_INTERVAL_S = 2.0
 # Teardown of one caller is at most ~5 steps x CallerConfig.teardown_timeout_s; after this the
@@ -332,4 +333,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    exit_now(main())

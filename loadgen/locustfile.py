@@ -198,6 +198,13 @@ def _worker_report(client_id: str, data: dict[str, Any], **_kw: Any) -> None:
         AGGREGATE.merge(client_id, delta)
 
 
+@events.test_start.add_listener
+def _on_test_start(environment: Environment, **_kw: Any) -> None:
+    if isinstance(environment.runner, MasterRunner | LocalRunner):
+        o = environment.parsed_options
+        AGGREGATE.prepare(o.scenario, o.latency_profile)
+
+
 @events.test_stop.add_listener
 def _on_test_stop(environment: Environment, **_kw: Any) -> None:
     # Users are stopped by now: the drivers go with them, so a stopped run leaves no caller.
@@ -268,6 +275,7 @@ class VoiceCaller(User):
         try:
             driver = _pool(self.environment).acquire()
         except RuntimeError as e:
+            CALLER_METRICS.conversation("loadgen_error", scenario=spec.scenario, profile=spec.profile)
             self._fire("conversation", spec.script.name, 0, f"driver_start: {e}", ctx)
             gevent.sleep(5)  # do not spin on a machine that cannot start drivers
             return
@@ -285,6 +293,7 @@ class VoiceCaller(User):
             try:
                 msg = queue.get(timeout=_SILENT_DRIVER_S)
             except gevent.queue.Empty:
+                CALLER_METRICS.conversation("loadgen_error", **lab)
                 self._fire("conversation", spec.script.name, 1000 * (time.monotonic() - t0),
                            f"driver_silent: no message for {_SILENT_DRIVER_S:.0f} s", ctx)
                 self.on_stop()
@@ -306,6 +315,7 @@ class VoiceCaller(User):
                 why = None if msg["outcome"] == "completed" else f"{msg['outcome']}: {msg.get('reason')}"
                 self._fire("conversation", spec.script.name, 1000 * msg["seconds"], why, ctx)
             elif kind == "hung_up":  # the driver hung up (it is stopping): not the agent's doing
+                CALLER_METRICS.conversation("hung_up", **lab)
                 self._fire("conversation", spec.script.name, 1000 * msg["seconds"],
                            "hung_up: the voice driver stopped during the call", ctx)
             elif kind == "closed":
@@ -315,6 +325,7 @@ class VoiceCaller(User):
                 return
             elif kind in ("rejected", "driver_exit"):
                 self._left()
+                CALLER_METRICS.conversation("loadgen_error", **lab)
                 why = msg.get("reason") or msg.get("detail")
                 self._fire("conversation", spec.script.name, 1000 * (time.monotonic() - t0),
                            f"{kind}: {why}", ctx)

@@ -90,6 +90,17 @@ class Aggregate:
         self._gauges: dict[str, dict[tuple[str, Labels], float]] = {}  # source -> values
         self._seen: dict[str, float] = {}  # source -> time.monotonic() of its last report
         self._local: Recorder | None = None
+        self._prepared: set[tuple[str, str]] = set()  # (scenario, profile)
+
+    def prepare(self, scenario: str, profile: str) -> None:
+        """Serve every caller series of this run at zero from now on, before any call reports.
+
+        A series born with its first observation already counted hides that observation from
+        rate() and increase() (no earlier sample to difference against): a short or small run
+        would show an empty latency panel and no dead air, while the counts say otherwise.
+        """
+        with self._lock:
+            self._prepared.add((scenario, profile))
 
     def attach_local(self, recorder: Recorder) -> None:
         """A standalone Locust: pull this recorder's deltas at every collect."""
@@ -145,6 +156,11 @@ class Aggregate:
             for g in self._live_gauges():
                 for k, v in g.items():
                     gauges[k] = gauges.get(k, 0.0) + v
+            for key in _zero_keys(self._prepared):
+                store: dict[tuple[str, Labels], Any] = {"histogram": hist, "counter": counts,
+                                                        "gauge": gauges}[_BY_NAME[key[0]].type]
+                if key not in store:
+                    store[key] = [0.0] * _HLEN if store is hist else 0.0
         for m in names.CALLER_METRICS:
             if m.type == "histogram":
                 fam = HistogramMetricFamily(m.name, m.help, labels=m.labels)
@@ -168,6 +184,24 @@ class Aggregate:
                     if n == m.name:
                         fam.add_metric(list(lv), v)
             yield fam
+
+
+# Outcome labels take every value names.py allows, so `sum by (outcome)` lists each from the start.
+_LABEL_VALUES = {"outcome": {names.CALLER_TURNS.name: names.TURN_OUTCOMES,
+                             names.CALLER_CONVERSATIONS.name: names.CONVERSATION_OUTCOMES}}
+
+
+def _zero_keys(prepared: set[tuple[str, str]]) -> Iterator[tuple[str, Labels]]:
+    for scenario, profile in sorted(prepared):
+        for m in names.CALLER_METRICS:
+            fixed = {"scenario": scenario, "profile": profile}
+            free = [k for k in m.labels if k not in fixed]
+            combos: list[dict[str, str]] = [{}]
+            for k in free:
+                combos = [{**c, k: v} for c in combos for v in _LABEL_VALUES[k][m.name]]
+            for c in combos:
+                labels = {**fixed, **c}
+                yield m.name, tuple(labels[k] for k in m.labels)
 
 
 def _le(bound: float) -> str:

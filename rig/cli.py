@@ -26,11 +26,6 @@ def _out(msg: str) -> None:
         print(msg, flush=True)
 
 
-def _not_built(args: argparse.Namespace) -> int:
-    _err(f"rig {args.command}: not yet built")
-    return EXIT_USAGE
-
-
 def _print_urls(info: native.StackInfo) -> None:
     lines = [
         ("LiveKit", f"{info.livekit_url}  (metrics {info.livekit_metrics_url})"),
@@ -214,21 +209,33 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name, text in (
         ("replay", "replay a scenario offline (no server) and count its errors; see `rig replay -h`"),
-        ("run", "run a load scenario"),
-        ("report", "summarise a run"),
-        ("sweep", "run a parameter sweep"),
+        ("run", "a headless load run with SLO gates, faults, reconciliation and a report; see `rig run -h`"),
+        ("report", "an HTML and Markdown report of a time range; see `rig report -h`"),
+        ("sweep", "a grid of short headless runs: error rate by kind per cell; see `rig sweep -h`"),
     ):
-        p = sub.add_parser(name, help=text)
-        p.set_defaults(func=_not_built)
+        sub.add_parser(name, help=text, add_help=False)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["replay"]:  # its own parser, possibly in another livekit-agents venv
+    # Each of these has its own parser in its own module (replay possibly in another venv).
+    if argv[:1] == ["replay"]:
         from rig import replay_cmd
 
         return replay_cmd.main(argv[1:])
+    if argv[:1] == ["run"]:
+        from rig import run_cmd
+
+        return run_cmd.main(argv[1:])
+    if argv[:1] == ["report"]:
+        from rig import report_cmd
+
+        return report_cmd.main(argv[1:])
+    if argv[:1] == ["sweep"]:
+        from rig import sweep_cmd
+
+        return sweep_cmd.main(argv[1:])
     args = build_parser().parse_args(argv)
     return int(args.func(args))
 

@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -31,6 +32,9 @@ PROMETHEUS_TEMPLATE = REPO / "prometheus" / "prometheus.native.yml"
 AGENT_MODULE = "agent.worker"
 LOCUSTFILE = REPO / "loadgen" / "locustfile.py"
 STATE_FILE = "state.json"
+# In the run folder: the agents' latency override (agent/latency.py), written by `rig run`'s
+# slow-provider fault; its path reaches the agents as LKRIG_LATENCY_OVERRIDE.
+LATENCY_OVERRIDE_FILE = "latency-override.json"
 
 # Ports of the services whose port is not in livekit/livekit.yaml. Each agent worker i takes
 # AGENT_HEALTH_BASE + i and AGENT_METRICS_BASE + i. --port-offset shifts all of them.
@@ -81,6 +85,8 @@ class NativeOptions:
     agent_path: Path | None = None
     agent_requirements: Path | None = None
     locustfile: Path = LOCUSTFILE
+    # Scrape the loadgen metrics port even with no Locust here: `rig run`'s headless master serves it.
+    scrape_loadgen: bool = False
     # SIGTERM the services if this process dies; off for --detach, where they must outlive it.
     die_with_supervisor: bool = True
     livekit_timeout: float = 30.0
@@ -265,15 +271,18 @@ def _http_ok(url: str) -> Callable[[], bool]:
     return check
 
 
-def _agent_registered(health_url: str, log: Path) -> Callable[[], bool]:
+def _agent_registered(health_url: str, log: Path, since: int = 0) -> Callable[[], bool]:
     """A worker answers its health check before it has registered with livekit-server, and a
     dispatch in between is dropped, not retried. livekit-agents logs "registered worker" (any
-    worker, ours or a user's) once the server has accepted it."""
+    worker, ours or a user's) once the server has accepted it; a restarted worker appends to
+    its log, so only what follows byte `since` counts."""
     http_ok = _http_ok(health_url)
 
     def check() -> bool:
         try:
-            return http_ok() and "registered worker" in log.read_text(errors="replace")
+            with open(log, "rb") as f:
+                f.seek(since)
+                return http_ok() and b"registered worker" in f.read()
         except OSError:
             return False
 
@@ -513,7 +522,7 @@ class NativeStack:
             death_signal=signal.SIGKILL,
         )
         prom_cfg = o.run_dir / "prometheus.yml"
-        write_prometheus_config(prom_cfg, p, o.agents, locust)
+        write_prometheus_config(prom_cfg, p, o.agents, locust or o.scrape_loadgen)
         prom = Service(
             "prometheus",
             [
@@ -558,6 +567,7 @@ class NativeStack:
                     # its sessions tell the rig's callers about counted errors (lkrig_instrument).
                     "LIVEKIT_AGENT_NAME": o.agent_name,
                     "LKRIG_ROOM_EVENTS": "1",
+                    "LKRIG_LATENCY_OVERRIDE": str(o.run_dir / LATENCY_OVERRIDE_FILE),
                 }
             )
             health = f"http://127.0.0.1:{p.agent_health[i]}/"
@@ -690,6 +700,7 @@ class NativeStack:
         shutil.rmtree(mp_root, ignore_errors=True)  # stale .db files would be summed into new metrics
         for i in range(o.agents):
             (mp_root / f"agent-{i}").mkdir(parents=True)
+        (o.run_dir / LATENCY_OVERRIDE_FILE).unlink(missing_ok=True)
         try:
             for stage in stages:
                 for svc in stage:
@@ -705,9 +716,9 @@ class NativeStack:
         self._write_state(detached=False)
         return self.info
 
-    def _spawn(self, svc: Service) -> None:
+    def _spawn(self, svc: Service, append: bool = False) -> None:
         svc.log.parent.mkdir(parents=True, exist_ok=True)
-        svc.log_file = open(svc.log, "wb")  # stays open for the child's lifetime
+        svc.log_file = open(svc.log, "ab" if append else "wb")  # stays open for the child's lifetime
         try:
             svc.popen = subprocess.Popen(
                 svc.argv,
@@ -800,6 +811,78 @@ class NativeStack:
         assert svc.popen is not None
         return f"{svc.name} exited with code {svc.popen.returncode}; see {svc.log}{self._log_tail(svc)}"
 
+    # -- faults (rig run): one service at a time, while the rest runs
+
+    def service(self, name: str) -> Service:
+        for svc in self.services:
+            if svc.name == name:
+                return svc
+        raise StackError(f"no service {name!r} in this stack")
+
+    def kill_service(self, name: str, sig: int = signal.SIGKILL, grace: float = 5.0) -> list[int]:
+        """Stop one service the hard way or the orderly way; return pids left (empty = gone).
+
+        SIGKILL hits every process of its session at once (a crash of the whole worker, job
+        processes included). SIGTERM goes to the leader only, so a worker drains its own jobs;
+        what is still there after `grace` seconds gets SIGKILL."""
+        svc = self.service(name)
+        assert svc.popen is not None
+        if sig == signal.SIGKILL:
+            for pid in procs.session_members(svc.popen.pid, svc.start_ticks):
+                _send(pid, signal.SIGKILL)
+            grace = 0.0
+        elif procs.is_same_process(svc.popen.pid, svc.start_ticks):
+            _send(svc.popen.pid, sig)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and procs.session_members(svc.popen.pid, svc.start_ticks):
+            svc.popen.poll()
+            time.sleep(0.1)
+        left = procs.stop_session(svc.popen.pid, svc.start_ticks, 0.0, reap=svc.popen.poll)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            svc.popen.wait(timeout=5)
+        if svc.log_file:
+            svc.log_file.close()
+        return left
+
+    def restart_service(self, name: str) -> float:
+        """Start a stopped service again, as before, and wait until it is healthy; return the
+        seconds that took. Call it from the main thread: the death signal (PR_SET_PDEATHSIG)
+        fires when the *thread* that started a child exits. Its log is appended to; an agent
+        keeps its multiproc folder and its counts (_CarriedCounts), so its /metrics carries on
+        from every count its earlier processes wrote (no counter reset)."""
+        old = self.service(name)
+        if old.popen is not None and old.popen.poll() is None:
+            raise StackError(f"{name} is still running; stop it first")
+        with open(old.log, "ab") as f:
+            f.write(f"--- rig: {name} restarted at {time.time():.3f} ---\n".encode())
+        health = old.health
+        carry: _CarriedCounts | None = None
+        if old.name.startswith("agent-"):
+            multiproc = Path(old.env["PROMETHEUS_MULTIPROC_DIR"])
+            _forget_dead_processes(multiproc)
+            carry = _CarriedCounts(multiproc)
+            url = f"http://127.0.0.1:{self.ports.agent_health[int(name.split('-')[1])]}/"
+            health = _agent_registered(url, old.log, since=old.log.stat().st_size)
+        elif old.name == "livekit-server":
+            health = _livekit_ready(f"http://127.0.0.1:{self.ports.livekit}/")  # a fresh settle window
+        new = Service(old.name, old.argv, old.env, old.log, old.timeout, health, old.health_what,
+                      old.grace, old.death_signal)
+        # In the old one's place (stop order), once: _spawn appends, and a stale entry would be
+        # reported dead by dead_service() after a second restart of the same service.
+        at = next(i for i, svc in enumerate(self.services) if svc is old)
+        self.services.remove(old)
+        self._spawn(new, append=True)
+        self.services.insert(at, self.services.pop())
+        try:
+            self._wait_healthy([new])
+        finally:
+            if carry is not None:
+                carry.restore()
+            assert self.info is not None and new.popen is not None
+            self.info.pids[name] = new.popen.pid
+            self._write_state(detached=False)
+        return time.monotonic() - new.started_at
+
     def stop(self) -> list[str]:
         """Stop every service (reverse start order); return what could not be stopped (empty = clean)."""
         left: list[str] = []
@@ -821,6 +904,69 @@ class NativeStack:
             (self.opts.run_dir / STATE_FILE).unlink(missing_ok=True)
             self._owns_state = False
         return left
+
+
+def _send(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(pid, sig)
+
+
+class _CarriedCounts:
+    """Carries a worker's counters over its restart.
+
+    livekit-agents empties its multiprocess folder when a worker starts (worker.py, before its
+    metrics server listens), which would drop every count the earlier worker and its jobs wrote.
+    The counter and histogram files wait beside the folder and come back the moment the new
+    worker has emptied it (a marker file disappears), before its /metrics answers: Prometheus
+    never sees the counters dip, so rate() and increase() count nothing twice."""
+
+    MARKER = "lkrig-restart.marker"
+
+    def __init__(self, multiproc_dir: Path) -> None:
+        self.dir = multiproc_dir
+        self.stash = multiproc_dir.with_name(multiproc_dir.name + ".carried")
+        self.stash.mkdir(exist_ok=True)
+        for db in multiproc_dir.glob("*.db"):
+            if not db.name.startswith("gauge_"):  # gauges of dead processes are not counts
+                db.rename(self.stash / db.name)
+        (multiproc_dir / self.MARKER).touch()
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="carry-counts", daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        while not self._done.wait(0.005):
+            if not (self.dir / self.MARKER).exists():
+                self._move_back()
+                return
+
+    def _move_back(self) -> None:
+        for db in self.stash.glob("*.db"):
+            target = self.dir / db.name
+            while target.exists():  # a new process with a recycled pid: keep both files
+                target = target.with_name(target.stem + "_c.db")
+            db.rename(target)
+
+    def restore(self) -> None:
+        """After the restart (or its failure): whatever is still waiting goes back."""
+        self._done.set()
+        self._thread.join()
+        (self.dir / self.MARKER).unlink(missing_ok=True)
+        self._move_back()
+        self.stash.rmdir()
+
+
+def _forget_dead_processes(multiproc_dir: Path) -> None:
+    """Drop the live-gauge files of processes that are gone (prometheus_client's own cleanup).
+
+    A killed job never decremented its gauges (sessions active, ...); its counters stay, so the
+    restarted worker keeps counting from where the dead one stopped."""
+    from prometheus_client import multiprocess
+
+    for db in multiproc_dir.glob("gauge_live*_*.db"):
+        pid = db.stem.rsplit("_", 1)[-1]
+        if pid.isdigit() and procs.proc_info(int(pid)) is None:
+            multiprocess.mark_process_dead(int(pid), str(multiproc_dir))
 
 
 def down(run_dir: Path, say: Callable[[str], None], supervisor_timeout: float = 60.0) -> None:

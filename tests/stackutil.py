@@ -5,6 +5,7 @@ Tests poll for what they wait for (never a fixed sleep) and give up after a boun
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -12,7 +13,7 @@ import subprocess
 import sys
 import time
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -102,3 +103,59 @@ def socket_addresses(pid: int) -> list[tuple[str, str, int]]:
                 ip = socket.inet_ntop(socket.AF_INET6, raw)
             found.append((proto, ip, int(hex_port, 16)))
     return found
+
+
+@contextlib.contextmanager
+def native_stack(tmp_path_factory: Any, name: str, agents: int, port_offset: int) -> Iterator[Any]:
+    """A native stack (livekit-server, Prometheus, `agents` workers, no Locust) for a test
+    module; the teardown fails the test if any process of it is left."""
+    from rig import native
+
+    run_dir = tmp_path_factory.mktemp(name)
+    opts = native.NativeOptions(agents=agents, loadgen_workers=0, run_dir=run_dir,
+                                port_offset=port_offset, env_file=run_dir / ".env")
+    running = native.NativeStack(opts)
+    info = running.start()
+    try:
+        yield info
+    finally:
+        left = running.stop()
+        assert not left, f"teardown left processes running: {left}"
+
+
+@contextlib.contextmanager
+def synthetic_prometheus(tmp: Path, prom_port: int, exporter_port: int) -> Iterator[str]:
+    """A real Prometheus (1 s scrapes, the rig's rules) scraping tests/tools/synthetic_exporter.py,
+    an exporter of every names.py metric; yields its URL."""
+    import yaml
+
+    from rig import native
+
+    config = {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(p) for p in sorted((REPO / "prometheus" / "rules").glob("*.yml"))],
+        "scrape_configs": [
+            {"job_name": "synthetic", "static_configs": [{"targets": [f"127.0.0.1:{exporter_port}"]}]}
+        ],
+    }
+    (tmp / "prometheus.yml").write_text(yaml.safe_dump(config))
+    started = [
+        subprocess.Popen([sys.executable, str(REPO / "tests" / "tools" / "synthetic_exporter.py"),
+                          str(exporter_port)],
+                         stdout=subprocess.DEVNULL, stderr=open(tmp / "exporter.log", "w")),
+        subprocess.Popen([str(native.resolve_prometheus()), f"--config.file={tmp / 'prometheus.yml'}",
+                          f"--storage.tsdb.path={tmp / 'data'}",
+                          f"--web.listen-address=127.0.0.1:{prom_port}"],
+                         stdout=subprocess.DEVNULL, stderr=open(tmp / "prometheus.log", "w")),
+    ]
+    try:
+        yield f"http://127.0.0.1:{prom_port}"
+    finally:
+        for p in started:
+            p.terminate()
+        for p in started:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pytest
 from lkrig_instrument import names
-from stackutil import alive, prom_query, wait_until
+from stackutil import alive, native_stack, prom_query, wait_until
 
 from agent import dialog, speech
 from loadgen.detect import segment_audio
@@ -35,16 +35,8 @@ ANSWER = "She is seven years old, and a girl."
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[native.StackInfo]:
-    run_dir = tmp_path_factory.mktemp("e2e-stack")
-    opts = native.NativeOptions(agents=2, loadgen_workers=0, run_dir=run_dir, port_offset=5500,
-                                env_file=run_dir / ".env")
-    running = native.NativeStack(opts)
-    info = running.start()
-    try:
+    with native_stack(tmp_path_factory, "e2e-stack", agents=2, port_offset=5500) as info:
         yield info
-    finally:
-        left = running.stop()
-        assert not left, f"teardown left processes running: {left}"
 
 
 def call(stack: native.StackInfo, scenario: str, profile: str, *says: str,

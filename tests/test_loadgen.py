@@ -14,6 +14,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 from lkrig_instrument import names
@@ -180,6 +181,35 @@ def test_metrics_from_two_workers_add_up_on_the_master_and_use_only_registered_n
     assert agg.value(names.CALLERS_ACTIVE, **lab) == 0
 
 
+def test_a_prepared_run_serves_every_caller_series_at_zero_until_calls_report() -> None:
+    lab = {"scenario": "seed", "profile": "fast"}
+    agg = metrics.Aggregate()
+    agg.prepare(**lab)
+
+    def served() -> dict[tuple[str, Any], float]:
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value
+                for fam in agg.families() for s in fam.samples}
+
+    before = served()
+    sel = tuple(sorted(lab.items()))
+    # Every caller metric is there before any call, at zero, with every outcome a panel sums by.
+    for m in names.CALLER_METRICS:
+        assert any(name in m.samples for name, _ in before), m.name
+    assert all(v == 0 for v in before.values())
+    outcomes = {dict(k[1])["outcome"] for k in before if k[0] == "caller_conversations_total"}
+    assert outcomes == set(names.CONVERSATION_OUTCOMES)
+    assert {dict(k[1])["outcome"] for k in before if k[0] == "caller_turns_total"} == set(names.TURN_OUTCOMES)
+    # The first report then moves series that already exist: rate() sees that first turn.
+    rec = metrics.Recorder()
+    metrics.CallerMetrics(rec).turn({"outcome": "ok", "latency_s": 0.4, "gaps_s": []}, **lab)
+    agg.merge("w0", rec.drain())
+    after = served()
+    assert after[("caller_turn_latency_seconds_count", sel)] == 1
+    assert after[("caller_turns_total", tuple(sorted({**lab, "outcome": "ok"}.items())))] == 1
+    assert after[("caller_dead_air_total", sel)] == 0
+    assert set(after) == set(before)
+
+
 def test_a_worker_that_stops_reporting_no_longer_counts_as_active_callers(
         monkeypatch: pytest.MonkeyPatch) -> None:
     lab = {"scenario": "seed", "profile": "fast"}
@@ -254,6 +284,7 @@ import asyncio, json, sys
 import numpy as np
 from livekit import rtc
 from loadgen import ffi_routing
+from loadgen.hard_exit import exit_now
 
 async def main() -> None:
     routed = ffi_routing.install() if sys.argv[1] == "on" else False
@@ -284,6 +315,7 @@ async def main() -> None:
                       "capture": rtc.AudioSource.capture_frame.__module__}))
 
 asyncio.run(main())
+exit_now(0)
 """
 
 

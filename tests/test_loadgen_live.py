@@ -6,7 +6,7 @@ the web-UI test drives its Locust; the headless tests start their own headless m
 workers against the same livekit-server and agent.
 
 Sizing note: one agent session of the seed conversation costs ~0.25-0.3 of a core (measured on
-this 2-core machine), a caller ~0.07. So the 10 callers hold ~4 calls at a time (--call-gap 60:
+this 2-core machine), a caller ~0.07. So the 10 callers hold ~4 calls at a time (--call-gap 50:
 first calls spread over the minute), not 10: ten concurrent agent sessions plus their callers
 starve every process on the machine ("VAD inference is slower than realtime", turns the agent
 never commits), and the run would measure that instead of the load generator.
@@ -15,28 +15,22 @@ never commits), and the run would measure that instead of the load generator.
 from __future__ import annotations
 
 import asyncio
-import csv
 import json
 import os
 import re
-import signal
-import socket
-import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from lkrig_instrument import names
-from prometheus_client.parser import text_string_to_metric_families
 from stackutil import alive, wait_until
 
 from livekit import api
-from rig import native, procs
+from rig import headless, native, procs
+from rig.headless import drivers_of, scrape, total
 
 REPO = Path(__file__).resolve().parent.parent
 PORT_OFFSET = 6500
@@ -65,18 +59,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[native.StackInfo
 
 
 # ---- helpers ----------------------------------------------------------------------------------
-
-
-def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    with urllib.request.urlopen(url, timeout=5) as r:
-        text = r.read().decode()
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for fam in text_string_to_metric_families(text) for s in fam.samples}
-
-
-def total(samples: dict[tuple[str, Any], float], name: str, **labels: str) -> float:
-    return sum(v for (n, lv), v in samples.items()
-               if n == name and all(dict(lv).get(k) == want for k, want in labels.items()))
 
 
 def agent_totals(info: native.StackInfo) -> tuple[float, float]:
@@ -111,47 +93,8 @@ def rooms(info: native.StackInfo) -> list[str]:
     return asyncio.run(listing())
 
 
-def descendants(pid: int) -> set[int]:
-    kids: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            info = procs.proc_info(int(entry))
-            try:
-                ppid = int(Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            if info is not None and info.state not in ("Z", "X"):
-                kids.setdefault(ppid, []).append(int(entry))
-    out: set[int] = set()
-    todo = [pid]
-    while todo:
-        for child in kids.get(todo.pop(), []):
-            out.add(child)
-            todo.append(child)
-    return out
-
-
-def drivers_of(pids: list[int]) -> set[int]:
-    found = set()
-    for pid in pids:
-        for child in descendants(pid):
-            try:
-                cmd = Path(f"/proc/{child}/cmdline").read_bytes()
-            except OSError:
-                continue
-            if b"loadgen.driver" in cmd:
-                found.add(child)
-    return found
-
-
 def threads(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/task"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def assert_nothing_left(info: native.StackInfo, drivers: set[int]) -> None:
@@ -160,61 +103,18 @@ def assert_nothing_left(info: native.StackInfo, drivers: set[int]) -> None:
     wait_until(lambda: rooms(info) == [], 30, "livekit-server to list no room")
 
 
-@dataclass
-class Headless:
-    rc: int
-    stats: list[dict[str, Any]]
-    failures: list[dict[str, str]]
-    caller_metrics: dict[tuple[str, Any], float]
-    drivers: set[int]
-    log: str
-
-    def requests(self, kind: str, name: str | None = None) -> tuple[int, int]:
-        rows = [r for r in self.stats if r["method"] == kind and (name is None or r["name"] == name)]
-        return sum(r["num_requests"] for r in rows), sum(r["num_failures"] for r in rows)
-
-
-def run_headless(info: native.StackInfo, out: Path, users: int, run_time: str, *args: str) -> Headless:
+def run_headless(info: native.StackInfo, out: Path, users: int, run_time: str, *args: str) -> headless.Result:
     """A headless master with two workers (their own processes), until the master exits."""
-    port, metrics_port = free_port(), free_port()
     env = {**os.environ, "LIVEKIT_URL": info.livekit_url, "LIVEKIT_API_KEY": info.api_key,
-           "LIVEKIT_API_SECRET": info.api_secret, "LOADGEN_METRICS_PORT": str(metrics_port),
-           "PYTHONUNBUFFERED": "1"}
-    loc = [sys.executable, "-m", "locust", "-f", str(REPO / "loadgen" / "locustfile.py")]
-    master_log = out / "master.log"
-    with open(master_log, "wb") as mlog:
-        master = subprocess.Popen(
-            [*loc, "--master", "--headless", "--expect-workers", "2", "--master-bind-host", "127.0.0.1",
-             "--master-bind-port", str(port), "-u", str(users), "-r", "2", "-t", run_time,
-             "--stop-timeout", "60", "--agent-name", info.agent_name, "--json-file", str(out / "stats"),
-             "--csv", str(out / "run"), *args],
-            stdout=mlog, stderr=subprocess.STDOUT, cwd=REPO, env=env, start_new_session=True)
-        workers = [subprocess.Popen(
-            [*loc, "--worker", "--master-host", "127.0.0.1", "--master-port", str(port)],
-            stdout=open(out / f"worker{i}.log", "wb"), stderr=subprocess.STDOUT, cwd=REPO, env=env,
-            start_new_session=True) for i in range(2)]
-        seen: set[int] = set()
-        last_metrics: dict[tuple[str, Any], float] = {}
-        try:
-            while master.poll() is None:
-                seen |= drivers_of([w.pid for w in workers])
-                try:
-                    last_metrics = scrape(f"http://127.0.0.1:{metrics_port}/metrics")
-                except OSError:
-                    pass
-                time.sleep(0.5)
-            rc = master.wait()
-            for w in workers:
-                w.wait(timeout=90)  # the master's quit reaches them
-        finally:
-            for p in (master, *workers):
-                if p.poll() is None:
-                    os.killpg(p.pid, signal.SIGKILL)
-                    p.wait()
-    with open(out / "run_failures.csv") as f:
-        failures = list(csv.DictReader(f))
-    return Headless(rc, json.loads((out / "stats.json").read_text()), failures, last_metrics, seen,
-                    master_log.read_text(errors="replace"))
+           "LIVEKIT_API_SECRET": info.api_secret}
+    run = headless.Headless(out, env, users, run_time, list(args), workers=2, spawn_rate=2,
+                            agent_name=info.agent_name)
+    run.start()
+    try:
+        run.wait()
+        return run.result()
+    finally:
+        run.stop()
 
 
 # ---- tests ------------------------------------------------------------------------------------
@@ -225,8 +125,10 @@ def test_headless_two_workers_ten_users_counts_match_the_agent_and_leave_nothing
     turns_before, _ = settled_agent_totals(stack)
     t0 = time.monotonic()
     # First calls spread over the minute, ~25 s each: about 4 at a time (see the module doc).
+    # Users spawn over 5 s (-r 2) and each waits up to --call-gap before its first call, so
+    # 5 + 50 s keeps every first call inside the 60 s run.
     run = run_headless(stack, tmp_path, 10, "60s", "--scenario", "seed", "--latency-profile", "fast",
-                       "--script", "seed", "--call-gap", "60")
+                       "--script", "seed", "--call-gap", "50")
     elapsed = time.monotonic() - t0
     assert "missing" not in run.log, run.log[-3000:]
     conversations, failed = run.requests("conversation", "seed")
@@ -323,3 +225,20 @@ def test_web_ui_starts_a_chosen_scenario_shows_turn_rows_and_stops_cleanly(stack
     # The Locust workers stay up for the next run, with no thread left over from this one.
     wait_until(lambda: all(threads(pid) <= threads_before[pid] for pid in workers), 30,
                f"Locust worker threads back to {threads_before}")
+
+
+def test_every_dashboard_panel_returns_data_from_the_stack_after_the_load(stack: native.StackInfo) -> None:
+    """Issue 5: every panel's query, variables resolved as Grafana opens the dashboard, answers
+    from the native stack's own Prometheus, fed by the runs above (agent, livekit-server and the
+    stack's Locust master, which the web-UI test drove)."""
+    sys.path.insert(0, str(REPO / "tests" / "tools"))
+    import check_panels_live
+
+    # The window must reach back over the runs above; the Prometheus scrape is 2 s.
+    kwargs: dict[str, Any] = {"rate_interval": "5m", "range_": "15m", "interval": "15s"}
+    report = check_panels_live.wait_until_ok(stack.prometheus_url, 30, **kwargs)
+    assert report.ok, "\n".join(report.failures)
+    assert report.results and all(r.series > 0 for r in report.results)
+    # The scenario variable resolves to the live label values: what the runs above chose.
+    live = report.variables["speech-scheduling.json"]
+    print(f"panels: {len(report.results)} queries answered; variables {live}")

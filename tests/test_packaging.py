@@ -32,6 +32,7 @@ import dockerfile_check  # noqa: E402
 import metric_names  # noqa: E402
 import prom_check  # noqa: E402
 import targets_check  # noqa: E402
+from stackutil import synthetic_prometheus  # noqa: E402
 from toolpaths import REPO, ToolMissing  # noqa: E402
 
 COMPOSE = REPO / "docker-compose.yml"
@@ -580,47 +581,8 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def live_prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real Prometheus scraping an exporter of every names.py metric, with the rig's rules."""
-    prometheus = shutil.which("prometheus")
-    if prometheus is None:
-        raise ToolMissing("prometheus is not on PATH: run `bash scripts/setup` (Debian's prometheus)")
-    tmp = tmp_path_factory.mktemp("live-prometheus")
-    exporter_port, prom_port = _free_port(), _free_port()
-    config = {
-        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
-        "rule_files": [str(p) for p in prom_check.rule_files()],
-        "scrape_configs": [
-            {"job_name": "synthetic", "static_configs": [{"targets": [f"127.0.0.1:{exporter_port}"]}]}
-        ],
-    }
-    (tmp / "prometheus.yml").write_text(yaml.safe_dump(config))
-    procs = [
-        subprocess.Popen(
-            [sys.executable, str(TOOLS / "synthetic_exporter.py"), str(exporter_port)],
-            stdout=subprocess.DEVNULL,
-            stderr=open(tmp / "exporter.log", "w"),
-        ),
-        subprocess.Popen(
-            [
-                prometheus,
-                f"--config.file={tmp / 'prometheus.yml'}",
-                f"--storage.tsdb.path={tmp / 'data'}",
-                f"--web.listen-address=127.0.0.1:{prom_port}",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=open(tmp / "prometheus.log", "w"),
-        ),
-    ]
-    try:
-        yield f"http://127.0.0.1:{prom_port}"
-    finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+    with synthetic_prometheus(tmp_path_factory.mktemp("live-prometheus"), _free_port(), _free_port()) as url:
+        yield url
 
 
 def _wait(check: Callable[[], Any], timeout: float) -> Any:

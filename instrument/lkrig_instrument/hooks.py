@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from . import capabilities, names, prom
+from . import capabilities, names, process_sampler, prom
 from .ledger import CURRENT_OWNER, LEDGER, Labels
 from .taxonomy import FILLER_DROPPED, TOOL_FAILED
 
@@ -123,6 +123,8 @@ class SessionProbe:
         self._task_seen: tuple[int, float] | None = None
         self._task_last_seen = 0.0
         self._watch: asyncio.Task[None] | None = None
+        self._tasks_sampled_at = time.monotonic()
+        self._ended = False
         self._on_close_fns: list[Callable[[SessionProbe], None]] = []
 
     def on_close(self, fn: Callable[[SessionProbe], None]) -> None:
@@ -209,7 +211,28 @@ class SessionProbe:
     def _closed(self, ev: Any) -> None:
         reason = getattr(ev, "reason", "")
         self.close_reason = str(getattr(reason, "value", reason))
+        self.session_ended()
         self.finish("error" if getattr(ev, "error", None) else None)
+
+    # -- soak signals -----------------------------------------------------------------------
+    def sample_tasks(self, phase: str) -> None:
+        prom.observe(names.SESSION_ASYNCIO_TASKS, {**self.labels, "phase": phase},
+                     process_sampler.asyncio_tasks())
+
+    def session_ended(self) -> None:
+        """At the session's `close` event, after the framework has torn its activity down (so
+        a handle still pending there will never finish): the tasks left on the loop and the
+        unfinished speech handles. Not in finish(), which a job's shutdown may call while the
+        session is still closing; the `close` event follows it."""
+        if self._ended:
+            return
+        self._ended = True
+        self.sample_tasks("end")
+        unfinished = sum(1 for _, handle in self.speeches if not handle.done())
+        if unfinished:
+            prom.inc(names.SPEECH_HANDLES_UNFINISHED, self.labels, unfinished)
+            log.warning("session closed with %d speech handle(s) not done (%s)", unfinished,
+                        self.describe())
 
     # -- stuck sessions ---------------------------------------------------------------------
     def _stuck_reason(self, now: float) -> str | None:
@@ -238,6 +261,9 @@ class SessionProbe:
         while not self.closed:
             await asyncio.sleep(min(0.5, self.stuck_timeout / 4))
             self._scan_history()
+            if time.monotonic() - self._tasks_sampled_at >= process_sampler.INTERVAL_S:
+                self._tasks_sampled_at = time.monotonic()
+                self.sample_tasks("running")
             if self.stuck:
                 continue
             reason = self._stuck_reason(time.monotonic())
@@ -269,6 +295,16 @@ class SessionProbe:
             fn(self)
 
 
+def _in_job() -> bool:
+    try:
+        from livekit.agents import get_job_context
+
+        get_job_context()
+    except Exception:  # a test or a console run: no job process to sample
+        return False
+    return True
+
+
 def _zero_series(labels: Labels) -> None:
     """Export every kind and outcome at 0 from the start, so that rates and "no errors" are
     visible before the first one happens."""
@@ -276,7 +312,7 @@ def _zero_series(labels: Labels) -> None:
         prom.inc(names.SPEECH_SCHEDULING_ERRORS, {**labels, "kind": kind}, 0)
     for outcome in names.SESSION_OUTCOMES:
         prom.inc(names.SESSIONS_ENDED, {**labels, "outcome": outcome}, 0)
-    for spec in (names.STUCK_SESSIONS, names.HANDOFFS, names.TURNS):
+    for spec in (names.STUCK_SESSIONS, names.HANDOFFS, names.TURNS, names.SPEECH_HANDLES_UNFINISHED):
         prom.inc(spec, labels, 0)
 
 
@@ -291,6 +327,8 @@ def instrument(
     AgentTasks under the names in lkrig_instrument.names. Call before session.start()."""
     install_process_hooks()
     capabilities.report_once()
+    if _in_job():
+        process_sampler.start("job")
     labels = {"scenario": scenario, "profile": profile, "agents_version": agents_version()}
     LEDGER.default_labels = labels
     probe = SessionProbe(session, labels, stuck_timeout)

@@ -36,14 +36,20 @@ CONVERSATION_OUTCOMES = (
     "agent_error",
     "connect_failed",
     "agent_lost",
+    "hung_up",  # the rig stopped the caller mid-call (end of a run, Locust stop): no verdict
+    "loadgen_error",  # the load generator failed the call (voice driver died or went silent)
 )
 TURN_OUTCOMES = ("ok", "dead_air", "agent_cut_off", "agent_error", "no_agent", "agent_lost")
+PROCESS_ROLES = ("worker", "job")  # the livekit-agents worker process; its job processes
+TASK_PHASES = ("running", "end")  # sampled while a session runs; once when it closes
 
 AGENT_LABELS = ("scenario", "profile", "agents_version")
 CALLER_LABELS = ("scenario", "profile")
 
 # Seconds. Turn latencies of a voice agent sit between ~100 ms and a few seconds.
 LATENCY_BUCKETS = (0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 8.0, 13.0, 20.0)
+# Counts of asyncio tasks on a session's event loop: a few dozen when healthy, growing if leaked.
+TASK_COUNT_BUCKETS = (10.0, 20.0, 30.0, 40.0, 50.0, 75.0, 100.0, 150.0, 200.0, 300.0, 500.0, 1000.0)
 
 
 @dataclass(frozen=True)
@@ -53,6 +59,7 @@ class Metric:
     help: str
     labels: tuple[str, ...] = ()
     side: Literal["agent", "caller"] = "agent"
+    buckets: tuple[float, ...] = LATENCY_BUCKETS  # histograms only
 
     @property
     def samples(self) -> tuple[str, ...]:
@@ -95,6 +102,30 @@ INJECTED_LATENCY = Metric(
     "agent_injected_latency_seconds", "histogram",
     "Latency the scripted providers actually injected, by component.",
     ("component", *AGENT_LABELS))
+
+# Soak signals (instrument/lkrig_instrument/process_sampler.py). The gauges are "livesum" in
+# prometheus_client's multiprocess mode: one value per role, the sum over that role's processes
+# alive now; the worker removes a dead job process's file (mark_process_dead) within a sample.
+PROCESS_RESIDENT_MEMORY = Metric(
+    "lkrig_process_resident_memory_bytes", "gauge",
+    "Resident memory of the agent's live processes, summed by role (worker: the worker process; "
+    "job: its job processes), sampled every 5 s.", ("role",))
+PROCESS_OPEN_FDS = Metric(
+    "lkrig_process_open_fds", "gauge",
+    "Open file descriptors of the agent's live processes, summed by role, sampled every 5 s.",
+    ("role",))
+PROCESSES = Metric(
+    "lkrig_processes", "gauge",
+    "Agent processes alive and sampled, by role (divides the sums above into per-process means).",
+    ("role",))
+SESSION_ASYNCIO_TASKS = Metric(
+    "lkrig_session_asyncio_tasks", "histogram",
+    "asyncio tasks on a session's event loop (its job process), sampled every 5 s while the "
+    "session runs (phase running) and once when it closes (phase end).",
+    ("phase", *AGENT_LABELS), buckets=TASK_COUNT_BUCKETS)
+SPEECH_HANDLES_UNFINISHED = Metric(
+    "lkrig_speech_handles_unfinished_total", "counter",
+    "SpeechHandles of a session not done when the session closed.", AGENT_LABELS)
 
 CALLER_TURN_LATENCY = Metric(
     "caller_turn_latency_seconds", "histogram",
@@ -166,8 +197,15 @@ def markdown() -> str:
         f"- `outcome` (caller turns): {', '.join(TURN_OUTCOMES)}",
         f"- `component`: {', '.join(INJECTED_COMPONENTS)}",
         f"- `stage`: {', '.join(TURN_STAGES)}",
+        f"- `role`: {', '.join(PROCESS_ROLES)}; `phase`: {', '.join(TASK_PHASES)}",
         "- `scenario`: a file name in `agent/scenarios/` (or `byo`); `profile`: a file name in "
         "`agent/profiles/` (or `none`); `agents_version`: the livekit-agents version running.",
+        "",
+        "The process gauges (`lkrig_process_*`, `lkrig_processes`) are `livesum` in "
+        "prometheus_client's multiprocess mode: per worker, one series per role summing its live "
+        "processes. The worker's sampler removes the files of dead job processes "
+        "(`mark_process_dead`) every 5 s, so a killed job's memory does not linger as if alive; "
+        "see `instrument/lkrig_instrument/process_sampler.py`.",
         "",
         "Also read by the dashboards and rules (exported by livekit-server and the livekit-agents "
         f"worker itself): {', '.join(f'`{n}`' for n in EXTERNAL)}.",

@@ -23,7 +23,7 @@ def metric(spec: names.Metric) -> Any:
             _made[spec.name] = Gauge(spec.name, spec.help, spec.labels, multiprocess_mode="livesum")
         else:
             _made[spec.name] = Histogram(
-                spec.name, spec.help, spec.labels, buckets=names.LATENCY_BUCKETS
+                spec.name, spec.help, spec.labels, buckets=spec.buckets
             )
     return _made[spec.name]
 
@@ -38,3 +38,7 @@ def observe(spec: names.Metric, labels: dict[str, str], value: float) -> None:
 
 def gauge_add(spec: names.Metric, labels: dict[str, str], amount: float) -> None:
     metric(spec).labels(**{k: labels[k] for k in spec.labels}).inc(amount)
+
+
+def gauge_set(spec: names.Metric, labels: dict[str, str], value: float) -> None:
+    metric(spec).labels(**{k: labels[k] for k in spec.labels}).set(value)

@@ -18,9 +18,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import capabilities
+from . import capabilities, process_sampler
 
 REGISTERED = "registered worker"  # livekit-agents' log line once livekit-server accepted the worker
+STARTING = "starting worker"  # logged once the worker has emptied PROMETHEUS_MULTIPROC_DIR
 
 
 class ServerOptionError(ValueError):
@@ -88,7 +89,25 @@ class ProcessTreeLoad:
         return self._value
 
 
+class _WorkerStarted(logging.Handler):
+    """Starts the worker's soak sampler (process_sampler) when livekit-agents logs that the
+    worker starts: its start-up deletes every file in the multiprocess directory first, and a
+    gauge file written before that would be deleted under the sampler. The log line is the one
+    signal after the cleanup that needs no handle on the server object."""
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.INFO)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            if record.getMessage() == STARTING:
+                process_sampler.start("worker")
+        except Exception:
+            self.handleError(record)
+
+
 _ready: _ReadyFile | None = None
+_started_hook: _WorkerStarted | None = None
 _used = False  # server_options() was called in this process
 
 
@@ -107,8 +126,23 @@ def watch_ready_file() -> None:
     _ready = _ReadyFile(path)
     logger = logging.getLogger("livekit.agents")
     logger.addHandler(_ready)
+    _info_from(logger)
+
+
+def _info_from(logger: logging.Logger) -> None:
     if logger.getEffectiveLevel() > logging.INFO:
         logger.setLevel(logging.INFO)
+
+
+def watch_worker_start() -> None:
+    """Arm the worker's soak sampler (idempotent): it starts when the worker does."""
+    global _started_hook
+    if _started_hook is not None:
+        return
+    _started_hook = _WorkerStarted()
+    logger = logging.getLogger("livekit.agents")
+    logger.addHandler(_started_hook)
+    _info_from(logger)
 
 
 def serve_metrics_alone() -> int | None:
@@ -123,6 +157,7 @@ def serve_metrics_alone() -> int | None:
     from prometheus_client import CollectorRegistry, multiprocess, start_http_server
 
     Path(multiproc).mkdir(parents=True, exist_ok=True)
+    watch_worker_start()
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     start_http_server(port, addr=os.environ.get("AGENT_HOST", "").strip() or "127.0.0.1",
@@ -162,5 +197,6 @@ def server_options() -> dict[str, Any]:
             raise ServerOptionError(f"AGENT_LOAD_THRESHOLD={threshold!r}: expected a number > 0")
         opts["load_threshold"] = value
     watch_ready_file()
+    watch_worker_start()
     capabilities.report_once()
     return opts

@@ -1,0 +1,91 @@
+"""Benchmark: the rig's own cost inside the agent worker: worker CPU with and without the
+lkrig_instrument probe (`instrument(session)`; RIG_INSTRUMENT=off in agent/worker.py skips it)
+at the same load.
+
+Not a test. One run = one setting on a fresh native stack, the same load every time (K
+concurrent conversations of bench/agentload.py, same seeds, same fixed profile). Run the two
+settings alternately, more than once: on a shared machine the run-to-run spread is larger than
+the effect, and --report shows both.
+
+    flock /tmp/lkrig-live.lock .venv/bin/python bench/overhead.py --instrument on
+    flock /tmp/lkrig-live.lock .venv/bin/python bench/overhead.py --instrument off
+    .venv/bin/python bench/overhead.py --report
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench import agentload as al
+
+PROFILE = al.fixed_profile(llm_ttft=300, tts_first_byte=150)
+DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "overhead.jsonl"
+
+
+async def run(args: argparse.Namespace) -> int:
+    env = {"RIG_PROFILE_DIR": str(al.write_profiles({"bench_ovh": PROFILE})),
+           "AGENT_LOAD_THRESHOLD": "0.99", "RIG_INSTRUMENT": args.instrument}
+    with al.stack(args.port_offset, Path(args.run_dir), env) as st, \
+            al.WorkerMeter(st.worker_pid) as meter:
+        load = al.Load(sessions=args.sessions, duration=args.duration, profiles=("bench_ovh",))
+        res = await al.drive(st, load, st.info.agent_name)
+        lo, hi = res.window
+        cpu = meter.cpu_pct(lo, hi)
+    turns = len(res.turns)
+    line = al.summary_line(
+        **al.machine(), instrument=args.instrument, sessions=args.sessions, duration_s=args.duration,
+        turns=turns, failed_turns=res.other_turns, worker_cpu_pct=cpu,
+        cpu_ms_per_turn=(cpu or 0) * 10 * (hi - lo) / turns if turns else None,
+        loadavg_1m=res.loadavg)
+    print(line, flush=True)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("a") as f:
+        f.write(line + "\n")
+    return 0
+
+
+def report(path: Path) -> int:
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    if not rows:
+        print(f"{path}: no results", file=sys.stderr)
+        return 2
+    print(f"{'instrument':<11}{'turns':>6}{'worker CPU':>12}{'CPU ms/turn':>13}{'load 1m':>11}  date")
+    for r in rows:
+        print(f"{r['instrument']:<11}{r['turns']:>6}{r['worker_cpu_pct']:>11.1f}%"
+              f"{r['cpu_ms_per_turn'] or 0:>13.0f}{r['loadavg_1m'][0]:>6.1f}-{r['loadavg_1m'][1]:<4.1f}"
+              f"  {r['date']}")
+    med = {s: statistics.median([r["worker_cpu_pct"] for r in rows if r["instrument"] == s] or [0])
+           for s in ("on", "off")}
+    if med["on"] and med["off"]:
+        print(f"median worker CPU: on {med['on']:.1f}%, off {med['off']:.1f}%:"
+              f" overhead {100 * (med['on'] - med['off']) / med['off']:+.1f} %")
+    return 0
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--instrument", choices=("on", "off"), help="the agent's RIG_INSTRUMENT")
+    p.add_argument("--sessions", type=int, default=2)
+    p.add_argument("--duration", type=float, default=90.0)
+    p.add_argument("--port-offset", type=int, default=12900)
+    p.add_argument("--run-dir", default="/tmp/lkrig-bench-overhead")
+    p.add_argument("--out", default=str(DEFAULT_OUT), help="JSON lines are appended here")
+    p.add_argument("--report", action="store_true", help="print the table of --out and exit")
+    args = p.parse_args()
+    if args.report:
+        return report(Path(args.out))
+    if args.instrument is None:
+        p.error("--instrument on|off is required (or --report)")
+    return asyncio.run(run(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

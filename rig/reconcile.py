@@ -1,0 +1,127 @@
+"""End-of-run reconciliation: every count the rig reports must agree with its other sources.
+
+    turns      Locust's turn requests == the master's caller_turns_total == Prometheus's
+               == the agents' agent_turns_total (scraped from each worker) == Prometheus's
+    errors     per kind: the agents' log lines "speech scheduling error counted: KIND" (one per
+               counted error, lkrig_instrument.ledger) == their counter == Prometheus's
+
+One exception, bounded rather than waived: a turn whose call lost its agent or its server
+mid-turn may or may not have been committed by the agent before the loss. Such turns fail as
+agent_lost, or, after a kill or a LiveKit restart (a killed agent stays in the room until the
+server times it out), as dead_air or agent_cut_off; they are counted, and the agent's count
+must lie between Locust's minus them and Locust's.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from lkrig_instrument import names
+
+from rig import headless
+from rig.promapi import Prometheus
+
+LOG_LINE = "speech scheduling error counted: "
+_KIND = re.compile(re.escape(LOG_LINE) + r"([a-z_]+)")
+# Turn outcomes after which the agent may or may not have committed the turn.
+CUT = ("agent_lost",)
+CUT_BY_FAULT = ("agent_lost", "dead_air", "agent_cut_off")
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+
+@dataclass(frozen=True)
+class AgentTotals:
+    turns: float
+    errors: dict[str, float]
+    sessions_active: float
+
+
+def agent_totals(metrics_urls: list[str]) -> AgentTotals:
+    turns = active = 0.0
+    errors: Counter[str] = Counter()
+    for url in metrics_urls:
+        m = headless.scrape(url)
+        turns += headless.total(m, names.TURNS.name)
+        active += headless.total(m, names.SESSIONS_ACTIVE.name)
+        for kind in names.ERROR_KINDS:
+            errors[kind] += headless.total(m, names.SPEECH_SCHEDULING_ERRORS.name, kind=kind)
+    return AgentTotals(turns, {k: v for k, v in errors.items() if v}, active)
+
+
+def settle(metrics_urls: list[str], quiet: float = 6.0, timeout: float = 90.0) -> AgentTotals:
+    """The agents' counts once no session runs and nothing moved for `quiet` seconds (a session
+    commits and counts after its caller's last reply, and flushes refusals when it closes)."""
+    last, since = agent_totals(metrics_urls), time.monotonic()
+    deadline = since + timeout
+    while time.monotonic() < deadline:
+        time.sleep(1.0)
+        now = agent_totals(metrics_urls)
+        if now != last:
+            last, since = now, time.monotonic()
+        elif now.sessions_active <= 0 and time.monotonic() - since >= quiet:
+            break
+    return last
+
+
+def logged_errors(logs: list[Path]) -> dict[str, int]:
+    """Counted errors by kind from the agents' logs (JSON lines from livekit-agents, or text)."""
+    found: Counter[str] = Counter()
+    for path in logs:
+        with open(path, errors="replace") as f:
+            for line in f:
+                if LOG_LINE not in line:
+                    continue
+                kind = None
+                if line.startswith("{"):
+                    try:
+                        kind = json.loads(line).get("lkrig_kind")
+                    except ValueError:
+                        pass
+                if kind is None and (m := _KIND.search(line)):
+                    kind = m.group(1)
+                if kind:
+                    found[kind] += 1
+    return dict(found)
+
+
+def reconcile(run: headless.Result, agents: AgentTotals, logged: dict[str, int], prom: Prometheus,
+              t0: float, t1: float, calls_cut: bool = False) -> list[Check]:
+    """calls_cut: a fault cut calls (a worker killed, livekit-server restarted)."""
+    checks: list[Check] = []
+
+    def equal(name: str, **values: float) -> None:
+        ok = len({round(v, 6) for v in values.values()}) == 1
+        checks.append(Check(name, ok, ", ".join(f"{k} {v:g}" for k, v in values.items())))
+
+    turns, _ = run.requests("turn")
+    equal("turns: Locust == caller metrics (master) == Prometheus", locust=turns,
+          master=headless.total(run.caller_metrics, names.CALLER_TURNS.name),
+          prometheus=prom.counter_delta(names.CALLER_TURNS.name, t0, t1).get("", 0.0))
+    reasons = CUT_BY_FAULT if calls_cut else CUT
+    cut = sum(n for reason, n in run.failure_counts("turn").items() if reason in reasons)
+    if cut:
+        ok = turns - cut <= agents.turns <= turns
+        checks.append(Check("turns: agent == Locust (within turns cut by a lost agent)", ok,
+                            f"agent {agents.turns:g}, Locust {turns:g}, of which {cut} cut"
+                            f" ({', '.join(reasons)}): the agent committed"
+                            f" {agents.turns - (turns - cut):g} of those"))
+    else:
+        equal("turns: agent == Locust", agent=agents.turns, locust=turns)
+    equal("turns: agent == Prometheus", agent=agents.turns,
+          prometheus=prom.counter_delta(names.TURNS.name, t0, t1).get("", 0.0))
+    in_prom = prom.counter_delta(names.SPEECH_SCHEDULING_ERRORS.name, t0, t1, by="kind")
+    for kind in sorted(set(logged) | set(agents.errors) | {k for k, v in in_prom.items() if v}):
+        equal(f"errors {kind}: agent logs == agent counter == Prometheus", logs=logged.get(kind, 0),
+              counter=agents.errors.get(kind, 0.0), prometheus=in_prom.get(kind, 0.0))
+    return checks
