@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
 import sys
 import time
@@ -58,18 +57,14 @@ async def run(args: argparse.Namespace) -> int:
                 "loadavg_1m": res.loadavg,
             }
             print(al.summary_line(**line), flush=True)
-            out = Path(args.out)
-            out.parent.mkdir(parents=True, exist_ok=True)
-            with out.open("a") as f:
-                f.write(al.summary_line(**line) + "\n")
+            al.append_result(args.out, al.summary_line(**line))
             await asyncio.sleep(3.0)  # let the last sessions end before the next level
     return 0
 
 
 def report(path: Path) -> int:
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = al.read_results(path)
     if not rows:
-        print(f"{path}: no results", file=sys.stderr)
         return 2
     base = [r["latency_p95_s"] for r in rows if r["sessions"] == 1 and r["latency_p95_s"]]
     b = statistics.median(base) if base else None

@@ -270,3 +270,19 @@ def _rounded(v: Any) -> Any:
 
 def summary_line(**kv: Any) -> str:
     return json.dumps(_rounded(kv), default=str)
+
+
+def append_result(path: str | Path, line: str) -> None:
+    """One JSON line per result, appended: the tables of docs/benchmarks.md come from these files."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("a") as f:
+        f.write(line + "\n")
+
+
+def read_results(path: Path) -> list[dict[str, Any]]:
+    """Every result line of `path`; says so on stderr when there is none."""
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    if not rows:
+        print(f"{path}: no results", file=sys.stderr)
+    return rows

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import random
 import sys
 from pathlib import Path
@@ -79,18 +78,14 @@ async def run(args: argparse.Namespace) -> int:
     lat = {p: [t["latency_s"] for t in res.turns if t["profile"] == p] for p in PROFILES}
     line = al.summary_line(**al.machine(), sessions=args.sessions, duration_s=args.duration,
                            failed_turns=res.other_turns, loadavg_1m=res.loadavg, latency_s=lat)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("a") as f:
-        f.write(line + "\n")
+    al.append_result(args.out, line)
     table(lat["bench_a"], lat["bench_b"], "this run")
     return 0
 
 
 def report(path: Path) -> int:
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = al.read_results(path)
     if not rows:
-        print(f"{path}: no results", file=sys.stderr)
         return 2
     a = [x for r in rows for x in r["latency_s"]["bench_a"]]
     b = [x for r in rows for x in r["latency_s"]["bench_b"]]

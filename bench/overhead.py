@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import statistics
 import sys
 from pathlib import Path
@@ -45,17 +44,13 @@ async def run(args: argparse.Namespace) -> int:
         cpu_ms_per_turn=(cpu or 0) * 10 * (hi - lo) / turns if turns else None,
         loadavg_1m=res.loadavg)
     print(line, flush=True)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with out.open("a") as f:
-        f.write(line + "\n")
+    al.append_result(args.out, line)
     return 0
 
 
 def report(path: Path) -> int:
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = al.read_results(path)
     if not rows:
-        print(f"{path}: no results", file=sys.stderr)
         return 2
     print(f"{'instrument':<11}{'turns':>6}{'worker CPU':>12}{'CPU ms/turn':>13}{'load 1m':>11}  date")
     for r in rows:

@@ -117,7 +117,8 @@ def main(argv: list[str]) -> int:
         _out(f"rig run: Locust running ({args.users} users, {duration:g} s, shape {args.shape});"
              f" logs in {loc.out}")
         injector.schedule(planned, started)
-        problems = _watch(stack, loc, injector, started + duration + headless.STOP_TIMEOUT_S + LOCUST_SLACK_S)
+        problems = watch_run(stack, loc, injector,
+                             started + duration + headless.STOP_TIMEOUT_S + LOCUST_SLACK_S)
         result = loc.result()
         if result.rc != 0:
             problems.append(f"Locust exited with code {result.rc}; see {loc.out / 'master.log'}")
@@ -167,7 +168,7 @@ def main(argv: list[str]) -> int:
     return rc
 
 
-def _watch(stack: native.NativeStack, loc: headless.Headless, injector: faults.NativeFaults,
+def watch_run(stack: native.NativeStack, loc: headless.Headless, injector: faults.NativeFaults,
            deadline: float) -> list[str]:
     """Until the Locust master ends; a service that dies on its own, or a Locust that outlives
     its own stop timeout, ends the run with a named problem."""

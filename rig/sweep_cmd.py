@@ -20,7 +20,7 @@ from typing import Any
 
 from rig import faults, headless, native, reconcile, sweep
 from rig.cli import _STOP_SIGNALS, EXIT_USAGE, _err, _out, _raise_stop, _Stop
-from rig.run_cmd import LOCUST_SLACK_S, _watch
+from rig.run_cmd import LOCUST_SLACK_S, watch_run
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -124,7 +124,7 @@ def main(argv: list[str]) -> int:
         urls = [a.metrics_url for a in info.agents]
         env = {**os.environ, "LIVEKIT_URL": info.livekit_url, "LIVEKIT_API_KEY": info.api_key,
                "LIVEKIT_API_SECRET": info.api_secret}
-        idle = faults.NativeFaults(stack, _out)  # no fault: only for _watch's bookkeeping
+        idle = faults.NativeFaults(stack, _out)  # no fault: only for watch_run's bookkeeping
         before = reconcile.agent_totals(urls)
         for i, cell in enumerate(cells, 1):
             name = f"{i:02d}-{cell.scenario}-{cell.profile}-{cell.users}u"
@@ -140,8 +140,8 @@ def main(argv: list[str]) -> int:
             t0 = time.time()
             loc.start()
             pids.update({f"locust-{p.pid}": p.pid for p in loc.processes})
-            problems = _watch(stack, loc, idle,
-                              time.monotonic() + duration + headless.STOP_TIMEOUT_S + LOCUST_SLACK_S)
+            problems = watch_run(stack, loc, idle,
+                                 time.monotonic() + duration + headless.STOP_TIMEOUT_S + LOCUST_SLACK_S)
             result = loc.result()
             pids.update({f"driver-{pid}": pid for pid in result.drivers})
             loc = None
