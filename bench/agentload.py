@@ -222,8 +222,8 @@ async def drive(st: Stack, load: Load, agent_name: str) -> LoadResult:
                 if fut and not fut.done():
                     fut.set_result(None)
 
-    driver = Proc([sys.executable, "-m", "loadgen.driver", "--max-callers", str(load.sessions),
-                   "--recv-frame-ms", "50", "--recv-rate", "16000"], on_msg, st.env)
+    driver = Proc([sys.executable, "-m", "loadgen.driver", "--max-callers", str(load.sessions)],
+                  on_msg, st.env)
     await driver.start()
     t0 = time.monotonic()
     deadline = t0 + load.duration

@@ -144,9 +144,8 @@ async def run(args: argparse.Namespace) -> int:
         render(text)
     rows = []
     try:
-        cap_args = argparse.Namespace(per_driver=10, rooms_per_responder=20, duration=args.duration,
-                                      join_rate=4.0, chunk_ms=20, recv_frame_ms=50, recv_rate=16000,
-                                      event_routing="on", raw=None)
+        cap_args = argparse.Namespace(per_driver=50, rooms_per_responder=100, duration=args.duration,
+                                      join_rate=4.0, raw=None)
         for n in [int(x) for x in args.callers.split(",") if x]:
             res = lc.summarize(await lc.run_level(n, cap_args, env), None)
             rows.append({"what": "rig callers", "n": n, "cpu_pct_per_participant": res["cpu_pct_per_caller"],

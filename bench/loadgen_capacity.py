@@ -10,11 +10,11 @@ reports exactly when it spoke, so that
 framing, jitter buffer, decode: the media path a real caller hears too) and a load-dependent
 part; "spread" is the error minus its median at the lowest caller count, which is what load adds.
 
-Per caller count N it prints: drivers' CPU (% of one core) per caller and callers per core,
-turn outcomes, error p50/p95, spread p95, frame-send jitter p50/p99 (loadgen/driver.py
-SendPacing), event-loop lag, threads.
+Per caller count N it prints: drivers' CPU (% of one core, each driver with its media engine)
+per caller and callers per core, turn outcomes, error p50/p95, spread p95, frame-send jitter
+p50/p99 (the media engine's microphone pacing), event-loop lag, threads.
 
-    python bench/loadgen_capacity.py --callers 10,20,40 --per-driver 10 --duration 60
+    python bench/loadgen_capacity.py --callers 5,40,80,100 --duration 60 --driver-cpus 1 --far-cpus 0
     # uses LIVEKIT_URL/LIVEKIT_API_KEY/LIVEKIT_API_SECRET if set, else starts livekit-server
     # itself (rig.native, --port-offset, default 4000)
 """
@@ -39,8 +39,10 @@ sys.path.insert(0, str(REPO))
 
 from loadgen.conversation import Spec  # noqa: E402
 from loadgen.convscript import Script, Turn  # noqa: E402
-from loadgen.driver import SendPacing  # noqa: E402
 
+# Upper bounds (ms) of the media engine's frame-send lateness histogram (loadgen/lkmedia/call.go).
+SEND_BUCKETS_MS = (0.5, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 50.0, 75.0, 100.0, 200.0,
+                   500.0, 1000.0, math.inf)
 TEXTS = ("What programs do you have for kids?", "She is seven years old, and a girl.",
          "Do you have anything on Saturday morning?")
 BENCH_SCRIPT = Script(
@@ -101,7 +103,7 @@ def hist_pct(hist: list[int], p: float) -> float | None:
     if not total:
         return None
     acc = 0
-    for bound, n in zip(SendPacing.BUCKETS_MS, hist, strict=True):
+    for bound, n in zip(SEND_BUCKETS_MS, hist, strict=True):
         acc += n
         if acc >= p * total:
             return bound
@@ -137,12 +139,13 @@ async def run_level(n: int, args: argparse.Namespace, env: dict[str, str]) -> di
                     waiters.pop(call).set_result(None)
 
     driver_argv = [sys.executable, "-m", "loadgen.driver", "--max-callers", str(args.per_driver),
-                   "--chunk-ms", str(args.chunk_ms), "--recv-frame-ms", str(args.recv_frame_ms),
-                   "--recv-rate", str(args.recv_rate), "--stats-interval", "1", "--thread-cpu",
-                   "--event-routing", args.event_routing]
-    drivers = [Proc(driver_argv, on_driver, env) for _ in range(drivers_n)]
-    responders = [Proc([sys.executable, str(REPO / "bench" / "responder.py")], lambda *_: None, env)
-                  for _ in range(responders_n)]
+                   "--stats-interval", "1"]
+    def pinned(argv: list[str], cpus: str | None) -> list[str]:
+        return ["taskset", "-c", cpus, *argv] if cpus else argv
+
+    drivers = [Proc(pinned(driver_argv, args.driver_cpus), on_driver, env) for _ in range(drivers_n)]
+    responders = [Proc(pinned([sys.executable, str(REPO / "bench" / "responder.py")], args.far_cpus),
+                       lambda *_: None, env) for _ in range(responders_n)]
     for p in drivers + responders:
         await p.start()
     t_start = time.monotonic()
@@ -182,22 +185,20 @@ async def run_level(n: int, args: argparse.Namespace, env: dict[str, str]) -> di
     rcs = [await p.close() for p in drivers + responders]
 
     # CPU of the drivers over the measurement window (after the ramp), from their own stats.
-    cpu = 0.0
+    cpu = media_cpu = 0.0
     wall = 0.0
     lag = []
-    hist = [0] * len(SendPacing.BUCKETS_MS)
+    hist = [0] * len(SEND_BUCKETS_MS)
     threads = []
-    by_thread: dict[str, float] = {}
     for series in stats.values():
         window = [s for s in series if measure_from <= s["t"] <= deadline]
         if len(window) >= 2:
             cpu += window[-1]["cpu_s"] - window[0]["cpu_s"]
-            for name, sec in window[-1]["cpu_by_thread"].items():
-                by_thread[name] = by_thread.get(name, 0.0) + sec - window[0]["cpu_by_thread"].get(name, 0.0)
+            media_cpu += window[-1]["cpu_s_media"] - window[0]["cpu_s_media"]
             wall = max(wall, window[-1]["wall_s"] - window[0]["wall_s"])
             lag += [s["lag_ms_p99"] for s in window]
             threads.append(max(s["threads"] for s in window))
-        if series:
+        if series and series[-1].get("send_jitter_hist"):
             hist = [a + b for a, b in zip(hist, series[-1]["send_jitter_hist"], strict=True)]
     errors = []
     latencies = []
@@ -215,10 +216,10 @@ async def run_level(n: int, args: argparse.Namespace, env: dict[str, str]) -> di
         turn_outcomes[t["outcome"]] = turn_outcomes.get(t["outcome"], 0) + 1
     return {
         "callers": n, "drivers": drivers_n, "per_driver": args.per_driver,
-        "event_routing": args.event_routing,
-        "chunk_ms": args.chunk_ms, "recv_frame_ms": args.recv_frame_ms, "recv_rate": args.recv_rate,
+        "driver_cpus": args.driver_cpus, "far_cpus": args.far_cpus,
         "wall_s": round(t_end - t_start, 1), "window_s": round(wall, 1),
-        "driver_cpu_pct": round(cpu_pct, 1), "cpu_pct_per_caller": round(per_caller, 2),
+        "driver_cpu_pct": round(cpu_pct, 1), "cpu_pct_per_caller": round(per_caller, 3),
+        "media_engine_share": round(media_cpu / cpu, 2) if cpu else None,
         "callers_per_core": round(100.0 / per_caller, 1) if per_caller > 0 else None,
         "turns": turn_outcomes, "conversations": outcomes,
         "err_ms": errors,
@@ -226,11 +227,14 @@ async def run_level(n: int, args: argparse.Namespace, env: dict[str, str]) -> di
         "send_jitter_ms_p50": hist_pct(hist, 0.5), "send_jitter_ms_p99": hist_pct(hist, 0.99),
         "loop_lag_ms_p99_max": round(max(lag), 1) if lag else None,
         "threads_per_driver_max": max(threads) if threads else None,
-        "cpu_pct_by_thread": {k: round(100 * v / wall, 1) for k, v in sorted(
-            by_thread.items(), key=lambda kv: -kv[1]) if wall and v > 0.005 * wall},
         "loadavg_1m": [round(load_before, 1), round(load_after, 1)],
         "exit_codes": rcs, "drivers_died_early": sum(1 for t in dead if t < t_end),
     }
+
+
+def _cpu_range(part: str) -> range:
+    lo, _, hi = part.partition("-")
+    return range(int(lo), int(hi or lo) + 1)
 
 
 def summarize(res: dict[str, Any], baseline: float | None) -> dict[str, Any]:
@@ -260,6 +264,11 @@ async def amain(args: argparse.Namespace) -> int:
         info = stack.start()
         env.update(LIVEKIT_URL=info.livekit_url, LIVEKIT_API_KEY=info.api_key,
                    LIVEKIT_API_SECRET=info.api_secret)
+        if args.far_cpus:  # the server shares the far end's cores, away from the drivers
+            cpus = {int(c) for part in args.far_cpus.split(",") for c in _cpu_range(part)}
+            for name, pid in info.pids.items():
+                if name.startswith("livekit"):
+                    os.sched_setaffinity(pid, cpus)
     # Render the utterances once, before any process needs them.
     from bench.responder import REPLY
     from loadgen.audio import render
@@ -285,14 +294,14 @@ async def amain(args: argparse.Namespace) -> int:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--callers", default="5,20,40", help="comma-separated caller counts (first = baseline)")
-    p.add_argument("--per-driver", type=int, default=10, help="callers per voice driver process")
-    p.add_argument("--rooms-per-responder", type=int, default=20)
+    p.add_argument("--per-driver", type=int, default=50, help="callers per voice driver process")
+    p.add_argument("--rooms-per-responder", type=int, default=100)
     p.add_argument("--duration", type=float, default=60.0, help="seconds per level after the ramp")
     p.add_argument("--join-rate", type=float, default=4.0, help="new callers per second while ramping")
-    p.add_argument("--chunk-ms", type=int, default=20)
-    p.add_argument("--recv-frame-ms", type=int, default=50)
-    p.add_argument("--recv-rate", type=int, default=16000)
-    p.add_argument("--event-routing", choices=("on", "off"), default="on")
+    p.add_argument("--driver-cpus", help="run the drivers (and their media engines) on these CPUs "
+                   "only (taskset -c list, e.g. 1): callers per loadgen core, measured on one core")
+    p.add_argument("--far-cpus", help="run the stand-in agents, and the livekit-server the benchmark "
+                   "starts, on these CPUs (e.g. 0)")
     p.add_argument("--raw", help="append every turn result and driver stats line to this file")
     p.add_argument("--port-offset", type=int, default=4000)
     p.add_argument("--run-dir", default="/tmp/lkrig-bench")

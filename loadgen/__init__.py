@@ -1,5 +1,6 @@
-"""Load generator: the real WebRTC caller client and (later) the Locust users that wrap it.
+"""Load generator: Locust users that are real WebRTC callers.
 
-Nothing here touches the livekit FFI at import time: Locust forks its worker processes after
-importing the locustfile, and livekit.rtc refuses to cross a fork().
+Nothing here starts media at import time: Locust forks its worker processes after importing the
+locustfile, and the callers' media runs in separate processes (loadgen/driver.py and its media
+engine, loadgen/media.py).
 """

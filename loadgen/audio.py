@@ -43,6 +43,10 @@ class Utterance:
     speech_start: int  # index of the first speech sample in pcm
     speech_end: int  # index one past the last speech sample in pcm
     key: str = ""
+    # The rendered file (s16le) the speech comes from: pcm[speech_start:speech_end] is
+    # source[source_offset:][:speech samples]. The media engine reads it from there.
+    source: str = ""
+    source_offset: int = 0
 
     @property
     def duration(self) -> float:
@@ -63,6 +67,8 @@ class Utterance:
             lead.size,
             lead.size + speech.size,
             f"{self.key}+{lead_ms:g}+{trail_ms:g}",
+            self.source,
+            self.source_offset,
         )
 
     def truncated(self, max_speech_ms: float, trail_ms: float) -> Utterance:
@@ -76,6 +82,8 @@ class Utterance:
             self.speech_start,
             end,
             f"{self.key}~{max_speech_ms:g}",
+            self.source,
+            self.source_offset,
         )
 
 
@@ -166,7 +174,7 @@ def render(
     start, end = speech_bounds(pcm)
     if end <= start:
         raise RenderError(f"espeak-ng produced no audible speech for {text!r}")
-    return Utterance(text, pcm, sample_rate, start, end, key)
+    return Utterance(text, pcm, sample_rate, start, end, key, str(path), start)
 
 
 class UtteranceCache:

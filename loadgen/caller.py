@@ -1,8 +1,11 @@
 """One real WebRTC caller: creates a room, dispatches the agent, speaks, listens, measures.
 
-Plain asyncio on livekit.rtc / livekit.api, no gevent: run it in its own process (the
-Locust side only orchestrates, see ../shared/research/feasibility.md). Every wait is bounded
-and every failure is returned as a named outcome/reason instead of raised.
+Plain asyncio, no gevent: run it in its own process (the Locust side only orchestrates, see
+../shared/research/feasibility.md). The room API calls (create, dispatch, delete) go through
+livekit.api; the media (WebRTC, Opus, the microphone's pacing, the agent's audio and its
+speech edges) run in the media engine (loadgen/media.py, a Go process shared by the callers
+of a driver). Every wait is bounded and every failure is returned as a named outcome/reason
+instead of raised.
 
 Clock: time.monotonic() throughout (CLOCK_MONOTONIC, shared by all processes on the host).
 
@@ -14,21 +17,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
 import itertools
 import json
 import os
 import time
 import uuid
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
-from livekit import api, rtc
-from loadgen.audio import SAMPLE_RATE, Utterance, UtteranceCache
-from loadgen.detect import DetectorConfig, SpeechSegmenter, StreamClock
+from livekit import api
+from loadgen.audio import UtteranceCache
+from loadgen.detect import Segment
+from loadgen.media import MediaEngine, MediaError, MediaRoom
 from loadgen.results import (
     BargeInResult,
     JoinOutcome,
@@ -64,15 +64,8 @@ class CallerConfig:
     settle_s: float = 1.5
     turn_timeout_s: float = 30.0
     teardown_timeout_s: float = 5.0
-    token_ttl_h: float = 24.0
-    send_chunk_ms: int = 20
-    # 100 ms frames: a third of the receive CPU of 20 ms frames (measured); edges stay
-    # sample-accurate, only the onset notification comes up to one frame later.
-    recv_frame_ms: int = 100
-    recv_sample_rate: int = 48000
     lead_ms: float = 200.0
     trail_ms: float = 300.0
-    detector: DetectorConfig = field(default_factory=DetectorConfig)
 
     @classmethod
     def from_env(cls, url: str | None = None, **kw: Any) -> CallerConfig:
@@ -86,53 +79,32 @@ class CallerConfig:
         return cls(url, os.environ["LIVEKIT_API_KEY"], os.environ["LIVEKIT_API_SECRET"], **kw)
 
 
-class _FrameCache:
-    """Pre-built AudioFrames per (utterance, chunk size), shared by the callers of a process:
-    building frames per capture costs more CPU than the capture itself (feasibility Q3)."""
-
-    def __init__(self, max_entries: int = 256) -> None:
-        self._max = max_entries
-        self._entries: OrderedDict[tuple[str, int], list[rtc.AudioFrame]] = OrderedDict()
-
-    def get(self, u: Utterance, chunk: int) -> list[rtc.AudioFrame]:
-        key = (u.key, chunk)
-        frames = self._entries.get(key)
-        if frames is None:
-            pcm = u.pcm
-            if pcm.size % chunk:
-                pcm = np.concatenate([pcm, np.zeros(chunk - pcm.size % chunk, dtype=np.int16)])
-            frames = [
-                rtc.AudioFrame(pcm[i : i + chunk].tobytes(), u.sample_rate, 1, chunk)
-                for i in range(0, pcm.size, chunk)
-            ]
-            self._entries[key] = frames
-            if len(self._entries) > self._max:
-                self._entries.popitem(last=False)  # callers mid-capture hold their own reference
-        else:
-            self._entries.move_to_end(key)
-        return frames
-
-
-_FRAMES = _FrameCache()
-
-
 class AgentAudioMonitor:
-    """Runs the speech segmenter over the agent's received audio for the whole call."""
+    """The agent's speech segments, from the media engine's speech edges (loadgen/lkmedia
+    runs loadgen/detect.py's segmenter on the decoded audio)."""
 
-    def __init__(self, config: DetectorConfig) -> None:
-        self.segmenter = SpeechSegmenter(config)
+    def __init__(self) -> None:
+        self.segments: list[Segment] = []
         self.onsets: list[float] = []
-        self.frames = 0
+        self.current_start: float | None = None
         self._changed = asyncio.Event()
 
     @property
     def speaking(self) -> bool:
-        return self.segmenter.speaking
+        return self.current_start is not None
 
     @property
     def last_end(self) -> float | None:
-        segs = self.segmenter.segments
-        return segs[-1].end if segs else None
+        return self.segments[-1].end if self.segments else None
+
+    def edge(self, kind: str, t: float) -> None:
+        if kind == "start":
+            self.current_start = t
+            self.onsets.append(t)
+        elif self.current_start is not None:
+            self.segments.append(Segment(self.current_start, t))
+            self.current_start = None
+        self.notify()
 
     def notify(self) -> None:
         """Wakes every listener (a state change they may be waiting for)."""
@@ -153,30 +125,12 @@ class AgentAudioMonitor:
                 return onset
         return None
 
-    async def run(self, stream: rtc.AudioStream) -> None:
-        clock = StreamClock()
-        try:
-            async for ev in stream:
-                arrival = time.monotonic()
-                frame = ev.frame
-                self.frames += 1
-                x = np.frombuffer(frame.data, dtype=np.int16)
-                t0 = clock.add(arrival, frame.samples_per_channel, frame.sample_rate)
-                if self._handle(self.segmenter.push(t0, x, frame.sample_rate)):
-                    self.notify()
-        finally:
-            if self._handle(self.segmenter.flush()):
-                self.notify()
-
-    def _handle(self, events: list[tuple[str, float]]) -> bool:
-        for kind, t in events:
-            if kind == "start":
-                self.onsets.append(t)
-        return bool(events)
-
 
 class Caller:
-    """One caller in one room. Use `async with Caller(cfg) as c:` or start()/close()."""
+    """One caller in one room. Use `async with Caller(cfg) as c:` or start()/close().
+
+    `media`: the driver's shared media engine; without one the caller starts its own.
+    """
 
     def __init__(
         self,
@@ -185,35 +139,32 @@ class Caller:
         lkapi: api.LiveKitAPI | None = None,
         utterances: UtteranceCache | None = None,
         room_name: str | None = None,
+        media: MediaEngine | None = None,
     ) -> None:
         self.cfg = config
         self.room_name = room_name or f"{config.room_prefix}-{uuid.uuid4().hex[:12]}"
         self.identity = f"caller-{self.room_name}"
         self._own_api = lkapi is None
         self._api = lkapi
+        self._own_media = media is None
+        self._media = media
+        self._room: MediaRoom | None = None
         self.utterances = utterances or UtteranceCache(config.lead_ms, config.trail_ms)
-        self.room = rtc.Room()
         self.join = JoinResult(room=self.room_name)
-        self.monitor = AgentAudioMonitor(config.detector)
+        self.monitor = AgentAudioMonitor()
         self.events: list[tuple[float, dict[str, Any]]] = []
-        self.agent: rtc.RemoteParticipant | None = None
+        self.agent: str | None = None  # the agent participant's identity
         self.agent_left_at: float | None = None
         self.disconnected: str | None = None
-        self._source: rtc.AudioSource | None = None
-        self._track: rtc.LocalAudioTrack | None = None
-        self._stream: rtc.AudioStream | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
         self._agent_joined = asyncio.Event()
         self._agent_track = asyncio.Event()
         self._t_dispatch: float | None = None
-        self._cursor = 0.0  # monotonic time at which the mic queue runs dry
         self._speak_lock = asyncio.Lock()
         self._speech_started: dict[str, float] = {}
         self._transcript_errors: dict[str, str] = {}
         self._room_created = False
-        self._connect: asyncio.Future[None] | None = None
+        self._connected = False
         self._closed = False
-        self._wire_events()
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -228,10 +179,6 @@ class Caller:
     def dispatched_at(self) -> float | None:
         """time.monotonic() when the CreateDispatch request was sent."""
         return self._t_dispatch
-
-    @property
-    def chunk_samples(self) -> int:
-        return SAMPLE_RATE * self.cfg.send_chunk_ms // 1000
 
     async def start(self) -> JoinResult:
         """Create the room, join, publish the mic, dispatch the agent, wait for its audio."""
@@ -253,46 +200,25 @@ class Caller:
             return self._fail("connect_failed", "create_room_failed", e)
         j.create_room_s = time.monotonic() - t
 
-        token = (
-            api.AccessToken(cfg.api_key, cfg.api_secret)
-            .with_identity(self.identity)
-            .with_ttl(datetime.timedelta(hours=cfg.token_ttl_h))  # soak calls outlive the 6 h default
-            .with_grants(api.VideoGrants(room_join=True, room=self.room_name, can_publish=True,
-                                         can_subscribe=True, can_publish_data=True))
-            .to_jwt()
-        )
-        t = time.monotonic()
         try:
-            # Room.connect to a stalled server takes 16-32 s on its own: bound it. Shielded:
-            # cancelling Room.connect between its ConnectCallback and ReadyForRoomEvent makes
-            # livekit-ffi 1.1.21 panic and the SDK SIGTERM the whole process (every caller in
-            # it); close() lets an abandoned connect finish and then disconnects it.
-            self._connect = asyncio.ensure_future(
-                self.room.connect(cfg.url, token, rtc.RoomOptions(
-                    auto_subscribe=True, connect_timeout=cfg.connect_timeout_s)))
-            await asyncio.wait_for(asyncio.shield(self._connect), cfg.connect_timeout_s)
-        except TimeoutError:
-            return self._fail("connect_failed", "connect_timeout", None)
-        except Exception as e:
+            if self._media is None:
+                self._media = await MediaEngine.start()
+        except MediaError as e:
             return self._fail("connect_failed", "connect_error", e)
-        j.connect_s = time.monotonic() - t
-        present = [p for p in self.room.remote_participants.values() if _is_agent(p)]
-        if present:
+        self._room = self._media.room(self.room_name, self)
+        # Connect and publish the microphone; the engine bounds each step by the timeout
+        # (a stalled server would otherwise take 16-32 s).
+        res = await self._room.join(self.room_name, self.identity, cfg.connect_timeout_s)
+        if res.get("ev") != "joined":
+            step = str(res.get("step") or "connect_error")
+            return self._fail("connect_failed", step, str(res.get("error") or res.get("detail") or ""))
+        self._connected = True
+        j.connect_s = float(res.get("connect_s") or 0.0)
+        present = [p["identity"] for p in res.get("participants") or [] if p.get("agent")]
+        if present and self.agent is None:
             # Not ours (automatic dispatch or a stale job): its join time is unknowable.
             self._adopt_agent(present[0])
-            j.detail = f"agent {present[0].identity} was in the room before the dispatch"
-
-        try:
-            self._source = rtc.AudioSource(SAMPLE_RATE, 1, queue_size_ms=2 * cfg.send_chunk_ms)
-            self._track = rtc.LocalAudioTrack.create_audio_track("caller-mic", self._source)
-            await asyncio.wait_for(
-                self.room.local_participant.publish_track(
-                    self._track, rtc.TrackPublishOptions(source=rtc.TrackSource.SOURCE_MICROPHONE)),
-                cfg.connect_timeout_s)
-        except TimeoutError:
-            return self._fail("connect_failed", "publish_failed", "timed out")
-        except Exception as e:
-            return self._fail("connect_failed", "publish_failed", e)
+            j.detail = f"agent {present[0]} was in the room before the dispatch"
 
         meta = json.dumps({"scenario": cfg.scenario, "profile": cfg.profile, "seed": cfg.seed})
         self._t_dispatch = time.monotonic()
@@ -322,11 +248,11 @@ class Caller:
         if isinstance(err, BaseException):
             self.join.detail = f"{type(err).__name__}: {err}"[:300]
         else:
-            self.join.detail = err
+            self.join.detail = err[:300] if err else None
         return self.join
 
     async def close(self) -> TeardownResult:
-        """Leave and delete the room, close the media objects, cancel every task. Idempotent."""
+        """Leave and delete the room, stop the own media engine. Idempotent."""
         res = TeardownResult()
         if self._closed:
             return res
@@ -336,103 +262,68 @@ class Caller:
 
         async def step(name: str, coro: Any) -> None:
             try:
-                await asyncio.wait_for(coro, to)
+                await asyncio.wait_for(coro, to * 3)
             except Exception as e:  # teardown continues whatever fails
                 res.ok = False
                 res.errors.append(f"{name}: {type(e).__name__}: {e}"[:200])
 
-        connect = self._connect
-        if connect is not None and not connect.done():
-            await step("connect", asyncio.shield(connect))
-            if not connect.done():  # still connecting: disconnect whenever it gets there
-                connect.add_done_callback(lambda _f: asyncio.ensure_future(self.room.disconnect()))
-        for task in list(self._tasks):
-            task.cancel()
-        if self._stream is not None:
-            await step("audio_stream", self._stream.aclose())
-        if self._tasks:
-            await step("tasks", asyncio.gather(*self._tasks, return_exceptions=True))
-        if self._track is not None and self._track.sid and self.room.isconnected():
-            # Unpublishing drops the room's reference to the track; with ours gone too the
-            # native track and its capture thread are freed now, not at the next GC cycle.
-            await step("unpublish", self.room.local_participant.unpublish_track(self._track.sid))
-        await step("disconnect", self.room.disconnect())
-        if self._source is not None:
-            await step("audio_source", self._source.aclose())
-        self._track = self._source = self._stream = None
+        if self._room is not None:
+            # A join still under way is waited for by the engine, then disconnected.
+            errors = await asyncio.shield(self._room.leave(to))
+            if errors:
+                res.ok = False
+                res.errors.extend(f"leave: {e}"[:200] for e in errors)
         if self._room_created and self._api is not None:
             await step("delete_room", self._api.room.delete_room(
                 api.DeleteRoomRequest(room=self.room_name)))
         if self._own_api and self._api is not None:
             await step("api_close", self._api.aclose())
+        if self._own_media and self._media is not None:
+            await step("media_close", self._media.close(to))
         res.seconds = time.monotonic() - t
         return res
 
-    # ---- room events -----------------------------------------------------------------
+    # ---- room events (from the media engine) -----------------------------------------
 
-    def _wire_events(self) -> None:
-        room = self.room
-
-        @room.on("participant_connected")
-        def _on_participant(p: rtc.RemoteParticipant) -> None:
-            if self.agent is None and _is_agent(p):
-                self._adopt_agent(p)
-
-        @room.on("participant_disconnected")
-        def _on_left(p: rtc.RemoteParticipant) -> None:
-            if self.agent is not None and p.identity == self.agent.identity:
-                self.agent_left_at = time.monotonic()
-                self.monitor.notify()
-
-        @room.on("track_subscribed")
-        def _on_track(track: rtc.Track, pub: rtc.RemoteTrackPublication,
-                      p: rtc.RemoteParticipant) -> None:
-            if track.kind != rtc.TrackKind.KIND_AUDIO or not _is_agent(p):
+    def on_media(self, ev: dict[str, Any]) -> None:
+        kind = ev.get("ev")
+        if kind == "speech":
+            self.monitor.edge(str(ev.get("edge")), float(ev["t"]))
+        elif kind in ("participant", "track"):
+            p = ev.get("participant") or {}
+            if not p.get("agent"):
                 return
             if self.agent is None:
-                self._adopt_agent(p)
-            if self._stream is not None:
-                old = self._stream
-                self._spawn(old.aclose())
-            self._stream = rtc.AudioStream(
-                track, sample_rate=self.cfg.recv_sample_rate, num_channels=1,
-                frame_size_ms=self.cfg.recv_frame_ms)
-            self._spawn(self.monitor.run(self._stream))
-            if not self._agent_track.is_set():
+                self._adopt_agent(str(p.get("identity")))
+            if kind == "track" and not self._agent_track.is_set():
                 if self._t_dispatch is not None:
                     self.join.dispatch_to_track_s = time.monotonic() - self._t_dispatch
                 self._agent_track.set()
-
-        @room.on("data_received")
-        def _on_data(packet: rtc.DataPacket) -> None:
-            if packet.topic != EVENT_TOPIC:
+        elif kind == "participant_left":
+            if self.agent is not None and ev.get("identity") == self.agent:
+                self.agent_left_at = time.monotonic()
+                self.monitor.notify()
+        elif kind == "data":
+            if ev.get("topic") != EVENT_TOPIC:
                 return
             try:
-                msg = json.loads(packet.data)
+                msg = json.loads(ev.get("payload") or "")
             except ValueError:
-                msg = {"event": "malformed", "raw": packet.data[:200].decode(errors="replace")}
+                msg = {"event": "malformed", "raw": str(ev.get("payload"))[:200]}
             if not isinstance(msg, dict):
                 msg = {"event": "malformed", "raw": str(msg)[:200]}
             self.events.append((time.monotonic(), msg))
             self.monitor.notify()
-
-        @room.on("disconnected")
-        def _on_disconnected(reason: Any) -> None:
-            self.disconnected = str(reason)
+        elif kind in ("disconnected", "engine_exit"):
+            self.disconnected = str(ev.get("reason") or ev.get("detail") or kind)
             self.monitor.notify()
 
-    def _adopt_agent(self, p: rtc.RemoteParticipant) -> None:
-        self.agent = p
-        self.join.agent_identity = p.identity
+    def _adopt_agent(self, identity: str) -> None:
+        self.agent = identity
+        self.join.agent_identity = identity
         if self._t_dispatch is not None and not self._agent_joined.is_set():
             self.join.dispatch_to_join_s = time.monotonic() - self._t_dispatch
         self._agent_joined.set()
-
-    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
 
     # ---- speaking --------------------------------------------------------------------
 
@@ -441,14 +332,14 @@ class Caller:
         for text in texts:
             await self.utterances.aget(text)
 
-    async def speak(self, turn_id: str, text: str, *, max_speech_ms: float | None = None) -> float:
+    async def speak(self, turn_id: str, text: str, *, max_speech_ms: float | None = None,
+                    not_before: float = 0.0) -> float:
         """Sends the transcript packet, plays the utterance at real time; returns its end time.
 
-        The end of utterance is when the last speech sample leaves the mic queue (trailing
-        silence follows it). The mic queue drains at real time, so a sample's play time is
-        the queue's run-dry time when it was captured plus its offset.
+        The end of utterance is when the last speech sample leaves the microphone (trailing
+        silence follows it); the call returns then.
         """
-        if self._source is None:
+        if self._room is None or not self._connected:
             raise RuntimeError("speak() before a successful start()")
         u = await self.utterances.aget(text)
         if max_speech_ms is not None:
@@ -456,34 +347,13 @@ class Caller:
         # The agent's scripted STT needs the transcript before the audio ends; a broken data
         # channel must not hang the caller, the turn then shows what the agent did without it.
         try:
-            await asyncio.wait_for(self.room.local_participant.publish_data(
-                json.dumps({"turn": turn_id, "text": text}), reliable=True, topic=TRANSCRIPT_TOPIC),
-                self.cfg.connect_timeout_s)
+            await self._room.publish_data(TRANSCRIPT_TOPIC, json.dumps({"turn": turn_id, "text": text}),
+                                          self.cfg.connect_timeout_s)
         except Exception as e:  # reported in the turn's detail
             self._transcript_errors[turn_id] = f"transcript not sent: {type(e).__name__}: {e}"[:200]
-        chunk = self.chunk_samples
-        frames = _FRAMES.get(u, chunk)
-        sr = u.sample_rate
-        last = u.speech_end - 1
-        eou = 0.0
         async with self._speak_lock:
-            try:
-                for i, frame in enumerate(frames):
-                    self._cursor = max(self._cursor, time.monotonic())
-                    if i == 0:
-                        self._speech_started[turn_id] = self._cursor + u.speech_start / sr
-                    if i * chunk <= last < (i + 1) * chunk:
-                        eou = self._cursor + (u.speech_end - i * chunk) / sr
-                    self._cursor += chunk / sr
-                    await self._source.capture_frame(frame)
-            except asyncio.CancelledError:
-                self._source.clear_queue()
-                self._cursor = time.monotonic()
-                raise
-        # Make "returned" imply "the agent could have heard the end" for short trails.
-        delay = eou - time.monotonic()
-        if delay > 0:
-            await asyncio.sleep(delay)
+            started, eou = await self._room.play(u, not_before)
+        self._speech_started[turn_id] = started
         return eou
 
     async def wait_for_onset(self, since: float, timeout_s: float) -> float | None:
@@ -508,12 +378,8 @@ class Caller:
             return BargeInResult(turn_id, None)
         u = await self.utterances.aget(text)
         lead = u.speech_start / u.sample_rate
-        # The mic queue adds up to two chunks before the first sample plays.
-        target = onset + after_ms / 1000.0 - lead
-        delay = target - max(time.monotonic(), self._cursor)
-        if delay > 0:
-            await asyncio.sleep(delay)
-        eou = await self.speak(turn_id, text, max_speech_ms=max_speech_ms)
+        eou = await self.speak(turn_id, text, max_speech_ms=max_speech_ms,
+                               not_before=onset + after_ms / 1000.0 - lead)
         started = self._speech_started.get(turn_id)
         return BargeInResult(turn_id, onset, None if started is None else started - onset, eou)
 
@@ -544,8 +410,7 @@ class Caller:
         dead = since + (dead_air_timeout_s if dead_air_timeout_s is not None else cfg.dead_air_timeout_s)
         settle = settle_s if settle_s is not None else cfg.settle_s
         end_by = since + (turn_timeout_s if turn_timeout_s is not None else cfg.turn_timeout_s)
-        mon = self.monitor
-        seg = mon.segmenter
+        mon = seg = self.monitor
         if self.agent is None or not self._agent_track.is_set():
             return TurnResult(turn_id, "no_agent", eou=since, detail="no agent audio in the room")
 
@@ -591,7 +456,7 @@ class Caller:
         speaking_at_eou = any(s.start < since < s.end for s in seg.segments) or (
             seg.speaking and seg.current_start is not None and seg.current_start < since)
         if seg.speaking and seg.current_start is not None and seg.current_start >= since:
-            segs.append(SegmentOut(seg.current_start - since, (seg.last_active or closed) - since, True))
+            segs.append(SegmentOut(seg.current_start - since, closed - since, True))
         return TurnResult(
             turn=turn_id,
             outcome=outcome,
@@ -624,10 +489,6 @@ class Caller:
         return await self.listen_turn(turn_id, eou, **listen_kw)
 
 
-def _is_agent(p: rtc.RemoteParticipant) -> bool:
-    return p.kind == rtc.ParticipantKind.PARTICIPANT_KIND_AGENT
-
-
 def _http_url(url: str) -> str:
     if url.startswith("ws://"):
         return "http://" + url[5:]
@@ -658,7 +519,8 @@ async def _wait_event(event: asyncio.Event, deadline: float) -> bool:
 __all__ = ["AgentAudioMonitor", "Caller", "CallerConfig"]
 
 if __name__ == "__main__":
-    from loadgen.cli import main
-    from loadgen.hard_exit import exit_now
+    import sys
 
-    exit_now(main())
+    from loadgen.cli import main
+
+    sys.exit(main())

@@ -31,13 +31,6 @@ def _positive(kind: type[float] | type[int]) -> Any:
     return parse
 
 
-def _frame_ms(text: str) -> int:
-    value = _positive(int)(text)
-    if value % 10:
-        raise argparse.ArgumentTypeError(f"must be a multiple of 10 ms, got {text}")
-    return int(value)
-
-
 def _nonempty(text: str) -> str:
     if not text.strip():
         raise argparse.ArgumentTypeError("empty utterance")
@@ -69,9 +62,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--settle", type=_positive(float), default=1.5,
                    help="agent quiet this long after replying ends a turn (default 1.5 s)")
     p.add_argument("--turn-timeout", type=_positive(float), default=30.0)
-    p.add_argument("--chunk-ms", type=_frame_ms, default=20, help="mic capture chunk (default 20)")
-    p.add_argument("--recv-frame-ms", type=_frame_ms, default=100,
-                   help="AudioStream frame size for the agent's audio (default 100)")
     p.add_argument("--room-prefix", default="lkrig")
     return p
 
@@ -87,8 +77,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         args.url, agent_name=args.agent_name, scenario=args.scenario, profile=args.profile,
         seed=args.seed, room_prefix=args.room_prefix, join_timeout_s=args.join_timeout,
         connect_timeout_s=args.connect_timeout, dead_air_timeout_s=args.dead_air_timeout,
-        settle_s=args.settle, turn_timeout_s=args.turn_timeout, send_chunk_ms=args.chunk_ms,
-        recv_frame_ms=args.recv_frame_ms,
+        settle_s=args.settle, turn_timeout_s=args.turn_timeout,
     )
     utterances = UtteranceCache(cfg.lead_ms, cfg.trail_ms)
     texts = [*args.say, *([args.barge_in_say] if args.barge_in_say else [])]
@@ -134,7 +123,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "outcome": _conversation_outcome(join.outcome, [t["outcome"] for t in turns]),
         "join": join.to_dict(),
         "turns": turns,
-        "agent_audio_frames": caller.monitor.frames,
+        "agent_speech_segments": len(caller.monitor.segments),
         "teardown": teardown.to_dict(),
     }
 

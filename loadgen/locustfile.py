@@ -64,7 +64,7 @@ if getattr(locust.runners, "HEARTBEAT_LIVENESS", 15) < 15:
 
 # Measured on this rig's reference machine (loadgen/README.md "Sizing"): above this a driver's
 # event loop and frame pacing start to slip; more callers take more driver processes.
-DEFAULT_CALLERS_PER_DRIVER = 10
+DEFAULT_CALLERS_PER_DRIVER = 50
 # How long a user waits for the next message of a call before giving up on the driver.
 _SILENT_DRIVER_S = 120.0
 _CLOSE_WAIT_S = 30.0
@@ -131,14 +131,6 @@ def _arguments(parser: Any) -> None:
                         help="number of steps of the step shape")
     parser.add_argument("--callers-per-driver", type=int, default=DEFAULT_CALLERS_PER_DRIVER,
                         include_in_web_ui=False, help="callers per voice-driver process")
-    parser.add_argument("--mic-chunk-ms", type=int, default=20, include_in_web_ui=False,
-                        help="caller microphone frame size")
-    # 16 kHz in 50 ms frames: as accurate as 48 kHz in 20 ms at one caller (onsets are found
-    # on samples, not frame arrivals) and ~20% less driver CPU (loadgen/README.md).
-    parser.add_argument("--recv-frame-ms", type=int, default=50, include_in_web_ui=False,
-                        help="frame size of the agent audio the callers analyse")
-    parser.add_argument("--recv-rate", type=int, default=16000, include_in_web_ui=False,
-                        help="sample rate of the agent audio the callers analyse")
 
 
 def _worker_index(env: Environment) -> int:
@@ -150,9 +142,7 @@ def _pool(env: Environment) -> Pool:
     global POOL
     if POOL is None:
         o = env.parsed_options
-        POOL = Pool(int(o.callers_per_driver), [
-            "--chunk-ms", str(o.mic_chunk_ms), "--recv-frame-ms", str(o.recv_frame_ms),
-            "--recv-rate", str(o.recv_rate)])
+        POOL = Pool(int(o.callers_per_driver))
     return POOL
 
 
@@ -173,6 +163,14 @@ def _on_init(environment: Environment, **_kw: Any) -> None:
         missing = [n for n in needed if not os.environ.get(n)]
         if missing:
             _fail_start(f"{', '.join(missing)} not set in the environment (the callers need them)")
+        # The drivers' media engine: built now if this checkout's sources never were (scripts/
+        # setup does it), so that no driver start waits a minute for a compiler.
+        from loadgen.media import MediaError, ensure_binary
+
+        try:
+            ensure_binary()
+        except MediaError as e:
+            _fail_start(str(e))
     if isinstance(runner, MasterRunner | LocalRunner):
         if isinstance(runner, LocalRunner):
             AGGREGATE.attach_local(RECORDER)

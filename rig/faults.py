@@ -10,8 +10,8 @@
                              (default llm), until the end of the run or for the given time
 
 Natively the faults are process control on the stack `rig run` started (rig.native). A compose
-stack would take the same four operations through the Docker SDK; that is not built (no Docker
-engine to verify it against here).
+project takes the same four operations through the Docker SDK: rig.compose_faults.ComposeFaults,
+with the same interface as NativeFaults (tests/test_compose_faults.py runs it on a real engine).
 """
 
 from __future__ import annotations

@@ -71,7 +71,8 @@ def _children() -> dict[int, list[int]]:
 
 
 def drivers_of(pids: list[int]) -> set[int]:
-    """The voice-driver processes (loadgen.driver) below the given Locust processes."""
+    """The voice-driver processes (loadgen.driver) below the given Locust processes, with their
+    media engines (loadgen/lkmedia)."""
     kids = _children()
     found: set[int] = set()
     todo = list(pids)
@@ -79,7 +80,8 @@ def drivers_of(pids: list[int]) -> set[int]:
         for child in kids.get(todo.pop(), []):
             todo.append(child)
             with contextlib.suppress(OSError):
-                if b"loadgen.driver" in Path(f"/proc/{child}/cmdline").read_bytes():
+                cmd = Path(f"/proc/{child}/cmdline").read_bytes()
+                if b"loadgen.driver" in cmd or cmd.split(b"\0")[0].endswith(b"/lkmedia"):
                     found.add(child)
     return found
 

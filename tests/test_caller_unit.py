@@ -256,10 +256,10 @@ def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
     )
 
 
-def test_cli_rejects_a_chunk_that_is_not_a_multiple_of_10_ms() -> None:
-    r = _cli("--url", "ws://127.0.0.1:1", "--chunk-ms", "15", "--say", "hi")
+def test_cli_rejects_a_timeout_that_is_not_positive() -> None:
+    r = _cli("--url", "ws://127.0.0.1:1", "--settle", "0", "--say", "hi")
     assert r.returncode == 2
-    assert "--chunk-ms" in r.stderr and "multiple of 10" in r.stderr
+    assert "--settle" in r.stderr and "must be > 0" in r.stderr
 
 
 def test_cli_names_missing_keys_without_printing_secrets() -> None:

@@ -22,7 +22,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from loadgen import convscript, metrics, shapes  # none of these imports locust (gevent)
 from loadgen.conversation import Spec, check_expectations, conversation_outcome
-from loadgen.driver import SendPacing
 from loadgen.results import TurnResult
 
 REPO = Path(__file__).resolve().parent.parent
@@ -253,95 +252,6 @@ def test_every_shape_ends_with_a_drain_that_waits_for_users_and_one_more_report(
     stuck = shapes.Drain()
     stuck.tick(0.0, 5, stop_timeout=10)
     assert stuck.tick(10 + shapes.DRAIN_REPORT_S + 31, 5, stop_timeout=10) is None
-
-
-# ---- frame pacing -----------------------------------------------------------------------------
-
-
-def test_send_pacing_counts_lateness_against_the_real_time_schedule() -> None:
-    p = SendPacing()
-    frame, queue = 0.02, 0.04
-    t0 = 100.0
-    # On time: the first frames go in at once until a queue's worth is ahead of the playout,
-    # then one per frame duration.
-    for i in range(10):
-        p.record(1, t0 + max(0, i - 2) * frame, frame, queue)
-    p50, p99, n = p.take()
-    assert (p50, p99, n) == (0.0, 0.0, 9)
-    # A 30 ms stall before frame 5 of the next utterance: frames after it are late by 30 ms.
-    t1 = 200.0
-    for i in range(10):
-        p.record(1, t1 + max(0, i - 2) * frame + (0.03 if i >= 5 else 0.0), frame, queue)
-    p50, p99, n = p.take()
-    assert n == 9 and p50 == pytest.approx(30.0) and p99 == pytest.approx(30.0)
-    assert sum(p.hist) == 18
-
-
-# ---- FFI event routing (in a child process: the FFI must not start in the test process) -----
-
-LOOPBACK = """
-import asyncio, json, sys
-import numpy as np
-from livekit import rtc
-from loadgen import ffi_routing
-from loadgen.hard_exit import exit_now
-
-async def main() -> None:
-    routed = ffi_routing.install() if sys.argv[1] == "on" else False
-    sr, chunk, n = 48000, 480, 4
-    sources = [rtc.AudioSource(sr, 1, queue_size_ms=40) for _ in range(n)]
-    tracks = [rtc.LocalAudioTrack.create_audio_track(f"t{i}", s) for i, s in enumerate(sources)]
-    streams = [rtc.AudioStream(t, sample_rate=sr, num_channels=1, frame_size_ms=10) for t in tracks]
-    got = [[] for _ in range(n)]
-
-    async def read(i):
-        async for ev in streams[i]:
-            got[i].append(int(np.abs(np.frombuffer(ev.frame.data, dtype=np.int16)).max()))
-
-    readers = [asyncio.create_task(read(i)) for i in range(n)]
-
-    async def push(i):
-        frame = rtc.AudioFrame(np.full(chunk, 1000 * (i + 1), np.int16).tobytes(), sr, 1, chunk)
-        for _ in range(50):
-            await sources[i].capture_frame(frame)
-
-    await asyncio.gather(*(push(i) for i in range(n)))
-    await asyncio.sleep(0.3)
-    for s in streams:
-        await s.aclose()
-    await asyncio.gather(*readers, return_exceptions=True)
-    print(json.dumps({"routed": routed, "levels": [sorted(set(g) - {0}) for g in got],
-                      "voiced": [sum(1 for x in g if x) for g in got],
-                      "capture": rtc.AudioSource.capture_frame.__module__}))
-
-asyncio.run(main())
-exit_now(0)
-"""
-
-
-@pytest.mark.parametrize("routing", ["on", "off"])
-def test_ffi_routing_gives_each_stream_its_own_audio_and_every_capture_its_callback(routing: str) -> None:
-    done = subprocess.run([sys.executable, "-c", LOOPBACK, routing], capture_output=True, text=True,
-                          timeout=120, cwd=REPO)
-    assert done.returncode == 0, done.stderr
-    out = json.loads(done.stdout.strip().splitlines()[-1])
-    assert out["routed"] is (routing == "on")
-    # Four sources, four loopback streams, each hears its own level and only that.
-    assert out["levels"] == [[1000], [2000], [3000], [4000]]
-    # 50 x 10 ms captured per source (every capture_frame returned): 50 voiced frames each
-    # (the streams run on in silence after that).
-    assert all(48 <= n <= 52 for n in out["voiced"]), out["voiced"]
-    assert out["capture"] == ("loadgen.ffi_routing" if routing == "on" else "livekit.rtc.audio_source")
-
-
-def test_ffi_routing_refuses_an_sdk_version_it_was_not_written_for() -> None:
-    code = ("import livekit.rtc as rtc; rtc.__version__ = '9.9.9'\n"
-            "from loadgen import ffi_routing\n"
-            "print(ffi_routing.install(), rtc.AudioSource.capture_frame.__module__)")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["False", "livekit.rtc.audio_source"]
-    assert "written for 1.1.21 only" in done.stderr
 
 
 # ---- the voice driver as a process ------------------------------------------------------------

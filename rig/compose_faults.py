@@ -1,0 +1,327 @@
+"""The `rig run` faults against a Docker Compose project's containers, through the Docker SDK.
+
+The same four faults and the same interface as `faults.NativeFaults` (schedule, service, join,
+records, errors, busy), on the containers Compose labels `com.docker.compose.project=<project>`
+and `com.docker.compose.service=<service>` (docker-compose.yml: `livekit`, `agent`,
+`agent-providers`):
+
+    kill-agent       SIGKILL the busiest agent container (a crash), then start it again. A kill
+                     through the engine's API counts as a manual stop, so the restart policy does
+                     not bring it back; if an engine's policy did, the restart only waits for it
+    drain-agent      SIGTERM the busiest agent container (the worker stops taking jobs and lets its
+                     conversations finish), SIGKILL after the drain grace, then start it again
+    restart-livekit  SIGTERM the livekit container, SIGKILL after 5 s, then start it again
+    slow-provider    write the latency override file into every agent container (running or not),
+                     at the path its LKRIG_LATENCY_OVERRIDE names (docker-compose.yml sets it);
+                     at the end of `for=` the file is overwritten with an empty override
+
+"Started again" waits until the container runs and, if it has a healthcheck, is healthy (the
+agent's healthcheck includes its registration with livekit-server). The restarts run in
+service(), from the caller's thread, as natively; join(restart=False) leaves what a fault
+stopped stopped (its container names are in `busy`).
+
+One difference from the native stack: an agent container keeps its counters in a tmpfs
+(PROMETHEUS_MULTIPROC_DIR), and a stopped container loses its tmpfs, so a killed or drained
+agent starts again from zero. Prometheus sees a counter reset (`increase()` handles it), but
+what the dead worker counted after the last scrape is lost, and its own /metrics no longer holds
+the counts from before the fault.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import posixpath
+import queue
+import tarfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from lkrig_instrument import names
+
+from rig import headless
+from rig.faults import DRAIN_WAIT_S, Fault
+
+PROJECT_LABEL = "com.docker.compose.project"
+SERVICE_LABEL = "com.docker.compose.service"
+NUMBER_LABEL = "com.docker.compose.container-number"
+ONEOFF_LABEL = "com.docker.compose.oneoff"  # `docker compose run` containers: not the service's
+OVERRIDE_ENV = "LKRIG_LATENCY_OVERRIDE"
+LIVEKIT_GRACE_S = 5.0  # as natively: SIGTERM, SIGKILL after 5 s
+GONE_WAIT_S = 10.0  # after a SIGKILL, the engine notices the exit within this
+HEALTH_TIMEOUT_S = 180.0  # a restarted agent: start, healthcheck interval, registration
+_POLL_S = 0.1
+
+
+@dataclass
+class _Stopped:
+    container_id: str
+    name: str
+    kind: str
+    started_at: str  # State.StartedAt before the fault: a later one means it runs again
+
+
+class ComposeFaults:
+    """Runs each fault in a thread of its own at its offset; one stop at a time (a lock). The
+    restarts run from service(), like NativeFaults', so both are driven the same way."""
+
+    def __init__(self, project: str, say: Callable[[str], None], client: Any = None, *,
+                 agent_services: tuple[str, ...] = ("agent", "agent-providers"),
+                 livekit_service: str = "livekit", drain_grace: float = DRAIN_WAIT_S,
+                 livekit_grace: float = LIVEKIT_GRACE_S,
+                 health_timeout: float = HEALTH_TIMEOUT_S) -> None:
+        if client is None:
+            import docker  # the `docker` package (pyproject dev extra); only compose runs need it
+
+            client = docker.from_env()
+        self.client = client
+        self.project = project
+        self.say = say
+        self.agent_services = agent_services
+        self.livekit_service = livekit_service
+        self.drain_grace = drain_grace
+        self.livekit_grace = livekit_grace
+        self.health_timeout = health_timeout
+        self.records: list[dict[str, object]] = []  # {"at", "name", "detail"} for the report
+        self.errors: list[str] = []
+        self.busy: set[str] = set()  # container names a fault has stopped on purpose
+        self._lock = threading.Lock()
+        self._threads: list[threading.Thread] = []
+        self._quit = threading.Event()
+        self._restarts: queue.Queue[_Stopped] = queue.Queue()
+
+    # -- the interface NativeFaults has
+
+    def schedule(self, faults: list[Fault], t0_monotonic: float) -> None:
+        for f in faults:
+            t = threading.Thread(target=self._run, args=(f, t0_monotonic), name=f.spec, daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def service(self) -> None:
+        """Start again what the faults stopped, and wait until it is up; call it often."""
+        while True:
+            try:
+                s = self._restarts.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                how, took = self._start_again(s)
+                self._record(f"{s.kind}:restarted", f"{s.name} {how}, up after {took:.1f} s")
+            except Exception as e:
+                self.errors.append(f"{s.kind}: restarting {s.name}: {type(e).__name__}: {e}")
+                self.say(f"rig run: fault {s.kind}: restarting {s.name} failed: {e}")
+            finally:
+                self.busy.discard(s.name)
+
+    def join(self, timeout: float, restart: bool = True) -> None:
+        """Cancel what has not started; wait for what has, and start again what it stopped
+        (unless the run is being abandoned)."""
+        self._quit.set()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and any(t.is_alive() for t in self._threads):
+            if restart:
+                self.service()
+            time.sleep(0.2)
+        if restart:
+            self.service()
+
+    # -- containers
+
+    def containers(self, service: str) -> list[Any]:
+        """The project's containers of one service, running or not, by container number."""
+        found = self.client.containers.list(all=True, filters={"label": [
+            f"{PROJECT_LABEL}={self.project}", f"{SERVICE_LABEL}={service}"]})
+        found = [c for c in found if c.labels.get(ONEOFF_LABEL, "False") != "True"]
+        return sorted(found, key=lambda c: (int(c.labels.get(NUMBER_LABEL, "0") or 0), c.name))
+
+    def _agents(self) -> list[Any]:
+        return [c for svc in self.agent_services for c in self.containers(svc)]
+
+    def _livekit(self) -> Any:
+        found = [c for c in self.containers(self.livekit_service) if c.status == "running"]
+        if not found:
+            raise RuntimeError(f"no running {self.livekit_service!r} container in compose project"
+                               f" {self.project!r}")
+        return found[0]
+
+    def _busiest_agent(self) -> Any:
+        """The running agent container with the most sessions now (so the fault hits
+        conversations); the first one if none answers on its metrics port."""
+        running = [c for c in self._agents() if c.status == "running" and c.name not in self.busy]
+        if not running:
+            raise RuntimeError(f"no running agent container ({', '.join(self.agent_services)}) in"
+                               f" compose project {self.project!r}")
+        best, most = running[0], -1.0
+        for c in running:
+            url = _metrics_url(c)
+            if url is None:
+                continue
+            try:
+                n = headless.total(headless.scrape(url, timeout=2), names.SESSIONS_ACTIVE.name)
+            except OSError:
+                continue
+            if n > most:
+                best, most = c, n
+        return best
+
+    # -- the faults
+
+    def _record(self, name: str, detail: str, at: float | None = None) -> None:
+        self.records.append({"at": at or time.time(), "name": name, "detail": detail})
+        self.say(f"rig run: fault {name}: {detail}")
+
+    def _run(self, f: Fault, t0: float) -> None:
+        if self._quit.wait(max(0.0, t0 + f.at - time.monotonic())):
+            return
+        try:
+            if f.kind == "slow-provider":
+                self._slow(f)
+                return
+            with self._lock:
+                if f.kind == "restart-livekit":
+                    self._bounce(self._livekit(), "SIGTERM", self.livekit_grace, f.kind)
+                elif f.kind == "kill-agent":
+                    self._bounce(self._busiest_agent(), "SIGKILL", GONE_WAIT_S, f.kind)
+                else:
+                    self._bounce(self._busiest_agent(), "SIGTERM", self.drain_grace, f.kind)
+        except Exception as e:  # a fault that could not be applied fails the run, named
+            self.errors.append(f"{f.spec}: {type(e).__name__}: {e}")
+            self.say(f"rig run: fault {f.spec} failed: {e}")
+
+    def _bounce(self, c: Any, sig: str, grace: float, kind: str) -> None:
+        """Send `sig`; wait up to `grace` for the container to stop (then SIGKILL); queue the
+        restart."""
+        c.reload()
+        before = c.attrs["State"]["StartedAt"]
+        self.busy.add(c.name)  # until started again: its stop is the fault, not a failure
+        at, t = time.time(), time.monotonic()
+        c.kill(sig)
+        state = _wait_stopped(c, before, grace)
+        killed = ""
+        if state["Running"] and state["StartedAt"] == before:  # still the same run: cut it short
+            c.kill("SIGKILL")
+            killed = f"; still running after {grace:g} s: SIGKILL"
+            state = _wait_stopped(c, before, GONE_WAIT_S)
+        if state["Running"] and state["StartedAt"] == before:
+            raise RuntimeError(f"{c.name} still running {GONE_WAIT_S:g} s after SIGKILL")
+        if state["StartedAt"] != before:
+            how = "already running again: its restart policy or someone else started it"
+        else:
+            how = f"exit code {state['ExitCode']}"
+        self._record(kind, f"{c.name} ({c.short_id}) {sig}, gone after {time.monotonic() - t:.1f} s"
+                           f" ({how}){killed}", at)
+        self._restarts.put(_Stopped(c.id, c.name, kind, before))
+
+    def _start_again(self, s: _Stopped) -> tuple[str, float]:
+        c = self.client.containers.get(s.container_id)
+        t = time.monotonic()
+        state = c.attrs["State"]
+        if state["StartedAt"] != s.started_at or state.get("Restarting"):
+            how = "already started again (its restart policy or someone else)"
+        else:
+            c.start()
+            how = "started"
+        _wait_up(c, s.started_at, self.health_timeout)
+        return how, time.monotonic() - t
+
+    def _slow(self, f: Fault) -> None:
+        payload = {"add_ms": f.add_ms, "components": list(f.components)}
+        where = self._write_override(payload)
+        self._record("slow-provider", f"+{f.add_ms:g} ms on {', '.join(f.components)}"
+                                      + (f" for {f.lasts:g} s" if f.lasts else " to the end")
+                                      + f" in {where}")
+        if f.lasts is not None and not self._quit.wait(f.lasts):
+            # An empty override, rather than deleting the file: writing works on a stopped
+            # container too, deleting would need a process inside it.
+            self._write_override({"add_ms": 0, "components": []})
+            self._record("slow-provider:end", f"latency of {', '.join(f.components)} back to the profile")
+
+    def _write_override(self, payload: dict[str, Any]) -> str:
+        """Put the override file into every agent container; return their names. Raises after
+        trying all of them if any could not take it."""
+        agents = self._agents()
+        if not agents:
+            raise RuntimeError(f"no agent container ({', '.join(self.agent_services)}) in compose"
+                               f" project {self.project!r}")
+        data = json.dumps(payload).encode()
+        done, failed = [], []
+        for c in agents:
+            path = _env(c).get(OVERRIDE_ENV)
+            if not path or not path.startswith("/"):
+                failed.append(f"{c.name}: no absolute {OVERRIDE_ENV} in its environment, so its agent"
+                              " reads no override file (docker-compose.yml sets it in x-agent-env)")
+                continue
+            try:
+                if not c.put_archive(posixpath.dirname(path), _tar_one(posixpath.basename(path), data)):
+                    failed.append(f"{c.name}: the engine refused the file at {path}")
+                    continue
+            except Exception as e:
+                failed.append(f"{c.name}: {type(e).__name__}: {e}")
+                continue
+            done.append(c.name)
+        if failed:
+            raise RuntimeError("; ".join(failed) + (f" (written in {', '.join(done)})" if done else ""))
+        return ", ".join(done)
+
+
+def _env(c: Any) -> dict[str, str]:
+    return dict(kv.split("=", 1) for kv in (c.attrs["Config"].get("Env") or []) if "=" in kv)
+
+
+def _metrics_url(c: Any) -> str | None:
+    """Where the rig reaches an agent container's /metrics: its address on a network (the
+    engine's host reaches bridge networks), or loopback with host networking."""
+    port = _env(c).get("AGENT_METRICS_PORT", "9100")
+    if c.attrs["HostConfig"].get("NetworkMode") == "host":
+        return f"http://127.0.0.1:{port}/metrics"
+    for net in (c.attrs["NetworkSettings"].get("Networks") or {}).values():
+        if net.get("IPAddress"):
+            return f"http://{net['IPAddress']}:{port}/metrics"
+    return None
+
+
+def _tar_one(name: str, data: bytes) -> bytes:
+    """A tar of one file, readable by any user. The engine sets the file's mtime from the tar
+    header, and the agent re-reads the file when its mtime changes: PAX keeps the fraction of a
+    second, so two writes within one second still differ."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        info = tarfile.TarInfo(name)
+        info.size, info.mode, info.uid, info.gid = len(data), 0o644, 0, 0
+        info.mtime = time.time()
+        tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def _wait_stopped(c: Any, started_at: str, timeout: float) -> dict[str, Any]:
+    """Wait until the run that started at `started_at` is over (stopped, or a newer run began);
+    return the last State seen."""
+    deadline = time.monotonic() + timeout
+    while True:
+        c.reload()
+        state = c.attrs["State"]
+        if not state["Running"] or state["StartedAt"] != started_at or time.monotonic() >= deadline:
+            return state
+        time.sleep(_POLL_S)
+
+
+def _wait_up(c: Any, started_at: str, timeout: float) -> None:
+    """Wait until a run newer than `started_at` runs and, with a healthcheck, is healthy."""
+    deadline = time.monotonic() + timeout
+    while True:
+        c.reload()
+        state = c.attrs["State"]
+        health = (state.get("Health") or {}).get("Status")
+        if state["Running"] and state["StartedAt"] != started_at and health in (None, "healthy"):
+            return
+        if not state["Running"] and not state.get("Restarting") and state["StartedAt"] != started_at:
+            raise RuntimeError(f"{c.name} exited with code {state['ExitCode']} after starting again"
+                               f" (see `docker logs {c.name}`)")
+        if time.monotonic() >= deadline:
+            raise RuntimeError(f"{c.name} not up {timeout:g} s after starting again (state"
+                               f" {state['Status']}, health {health})")
+        time.sleep(_POLL_S)

