@@ -32,9 +32,7 @@ from __future__ import annotations
 import io
 import json
 import posixpath
-import queue
 import tarfile
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -43,7 +41,7 @@ from typing import Any
 from lkrig_instrument import names
 
 from rig import headless
-from rig.faults import DRAIN_WAIT_S, Fault
+from rig.faults import DRAIN_WAIT_S, Fault, FaultScheduler
 
 PROJECT_LABEL = "com.docker.compose.project"
 SERVICE_LABEL = "com.docker.compose.service"
@@ -64,70 +62,27 @@ class _Stopped:
     started_at: str  # State.StartedAt before the fault: a later one means it runs again
 
 
-class ComposeFaults:
-    """Runs each fault in a thread of its own at its offset; one stop at a time (a lock). The
-    restarts run from service(), like NativeFaults', so both are driven the same way."""
+class ComposeFaults(FaultScheduler):
+    """The faults on a compose project's containers; driven like NativeFaults (the scheduling,
+    the lock and the restarts in service() are faults.FaultScheduler's)."""
 
     def __init__(self, project: str, say: Callable[[str], None], client: Any = None, *,
                  agent_services: tuple[str, ...] = ("agent", "agent-providers"),
                  livekit_service: str = "livekit", drain_grace: float = DRAIN_WAIT_S,
                  livekit_grace: float = LIVEKIT_GRACE_S,
                  health_timeout: float = HEALTH_TIMEOUT_S) -> None:
+        super().__init__(say)
         if client is None:
             import docker  # the `docker` package (pyproject dev extra); only compose runs need it
 
             client = docker.from_env()
         self.client = client
         self.project = project
-        self.say = say
         self.agent_services = agent_services
         self.livekit_service = livekit_service
         self.drain_grace = drain_grace
         self.livekit_grace = livekit_grace
         self.health_timeout = health_timeout
-        self.records: list[dict[str, object]] = []  # {"at", "name", "detail"} for the report
-        self.errors: list[str] = []
-        self.busy: set[str] = set()  # container names a fault has stopped on purpose
-        self._lock = threading.Lock()
-        self._threads: list[threading.Thread] = []
-        self._quit = threading.Event()
-        self._restarts: queue.Queue[_Stopped] = queue.Queue()
-
-    # -- the interface NativeFaults has
-
-    def schedule(self, faults: list[Fault], t0_monotonic: float) -> None:
-        for f in faults:
-            t = threading.Thread(target=self._run, args=(f, t0_monotonic), name=f.spec, daemon=True)
-            t.start()
-            self._threads.append(t)
-
-    def service(self) -> None:
-        """Start again what the faults stopped, and wait until it is up; call it often."""
-        while True:
-            try:
-                s = self._restarts.get_nowait()
-            except queue.Empty:
-                return
-            try:
-                how, took = self._start_again(s)
-                self._record(f"{s.kind}:restarted", f"{s.name} {how}, up after {took:.1f} s")
-            except Exception as e:
-                self.errors.append(f"{s.kind}: restarting {s.name}: {type(e).__name__}: {e}")
-                self.say(f"rig run: fault {s.kind}: restarting {s.name} failed: {e}")
-            finally:
-                self.busy.discard(s.name)
-
-    def join(self, timeout: float, restart: bool = True) -> None:
-        """Cancel what has not started; wait for what has, and start again what it stopped
-        (unless the run is being abandoned)."""
-        self._quit.set()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and any(t.is_alive() for t in self._threads):
-            if restart:
-                self.service()
-            time.sleep(0.2)
-        if restart:
-            self.service()
 
     # -- containers
 
@@ -170,27 +125,13 @@ class ComposeFaults:
 
     # -- the faults
 
-    def _record(self, name: str, detail: str, at: float | None = None) -> None:
-        self.records.append({"at": at or time.time(), "name": name, "detail": detail})
-        self.say(f"rig run: fault {name}: {detail}")
-
-    def _run(self, f: Fault, t0: float) -> None:
-        if self._quit.wait(max(0.0, t0 + f.at - time.monotonic())):
-            return
-        try:
-            if f.kind == "slow-provider":
-                self._slow(f)
-                return
-            with self._lock:
-                if f.kind == "restart-livekit":
-                    self._bounce(self._livekit(), "SIGTERM", self.livekit_grace, f.kind)
-                elif f.kind == "kill-agent":
-                    self._bounce(self._busiest_agent(), "SIGKILL", GONE_WAIT_S, f.kind)
-                else:
-                    self._bounce(self._busiest_agent(), "SIGTERM", self.drain_grace, f.kind)
-        except Exception as e:  # a fault that could not be applied fails the run, named
-            self.errors.append(f"{f.spec}: {type(e).__name__}: {e}")
-            self.say(f"rig run: fault {f.spec} failed: {e}")
+    def _stop(self, f: Fault) -> None:
+        if f.kind == "restart-livekit":
+            self._bounce(self._livekit(), "SIGTERM", self.livekit_grace, f.kind)
+        elif f.kind == "kill-agent":
+            self._bounce(self._busiest_agent(), "SIGKILL", GONE_WAIT_S, f.kind)
+        else:
+            self._bounce(self._busiest_agent(), "SIGTERM", self.drain_grace, f.kind)
 
     def _bounce(self, c: Any, sig: str, grace: float, kind: str) -> None:
         """Send `sig`; wait up to `grace` for the container to stop (then SIGKILL); queue the
@@ -214,9 +155,11 @@ class ComposeFaults:
             how = f"exit code {state['ExitCode']}"
         self._record(kind, f"{c.name} ({c.short_id}) {sig}, gone after {time.monotonic() - t:.1f} s"
                            f" ({how}){killed}", at)
-        self._restarts.put(_Stopped(c.id, c.name, kind, before))
+        self._restarts.put((c.name, kind, _Stopped(c.id, c.name, kind, before)))
 
-    def _start_again(self, s: _Stopped) -> tuple[str, float]:
+    def _restart(self, item: object) -> str:
+        s = item
+        assert isinstance(s, _Stopped)
         c = self.client.containers.get(s.container_id)
         t = time.monotonic()
         state = c.attrs["State"]
@@ -226,7 +169,7 @@ class ComposeFaults:
             c.start()
             how = "started"
         _wait_up(c, s.started_at, self.health_timeout)
-        return how, time.monotonic() - t
+        return f"{s.name} {how}, up after {time.monotonic() - t:.1f} s"
 
     def _slow(self, f: Fault) -> None:
         payload = {"add_ms": f.add_ms, "components": list(f.components)}

@@ -91,21 +91,23 @@ def parse(spec: str) -> Fault:
     return Fault(spec, kind, at, add_ms, (PROVIDERS[provider],), lasts)
 
 
-class NativeFaults:
+class FaultScheduler:
     """Runs each fault in a thread of its own at its offset, so a long one (a drain) delays
-    neither the others nor the run; one stop at a time (a lock). The restarts run in the main
-    thread, from service(): a child's death signal fires when the thread that started it ends."""
+    neither the others nor the run; one stop at a time (a lock). Restarts are queued for
+    service(), which the caller's main thread calls often (natively, a child's death signal
+    fires when the thread that started it ends). Subclasses apply the faults: `_stop(f)` for
+    kill-agent, drain-agent and restart-livekit, `_slow(f)`, and `_restart(item)` for what
+    `_stop` queued, returning what to record."""
 
-    def __init__(self, stack: native.NativeStack, say: Callable[[str], None]) -> None:
-        self.stack = stack
+    def __init__(self, say: Callable[[str], None]) -> None:
         self.say = say
         self.records: list[dict[str, object]] = []  # {"at", "name", "detail"} for the report
         self.errors: list[str] = []
-        self.busy: set[str] = set()  # services a fault has stopped on purpose
+        self.busy: set[str] = set()  # what a fault has stopped on purpose, until it is back
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._quit = threading.Event()
-        self._restarts: queue.Queue[tuple[str, str]] = queue.Queue()
+        self._restarts: queue.Queue[tuple[str, str, object]] = queue.Queue()  # (name, kind, item)
 
     def schedule(self, faults: list[Fault], t0_monotonic: float) -> None:
         for f in faults:
@@ -117,14 +119,13 @@ class NativeFaults:
         """Restart what the faults stopped; call it often from the main thread."""
         while True:
             try:
-                name, kind = self._restarts.get_nowait()
+                name, kind, item = self._restarts.get_nowait()
             except queue.Empty:
                 return
             try:
-                took = self.stack.restart_service(name)
-                self._record(f"{kind}:restarted", f"{name} healthy again after {took:.1f} s")
+                self._record(f"{kind}:restarted", self._restart(item))
             except Exception as e:
-                self.errors.append(f"{kind}: restarting {name}: {e}")
+                self.errors.append(f"{kind}: restarting {name}: {type(e).__name__}: {e}")
                 self.say(f"rig run: fault {kind}: restarting {name} failed: {e}")
             finally:
                 self.busy.discard(name)
@@ -153,14 +154,39 @@ class NativeFaults:
                 self._slow(f)
                 return
             with self._lock:
-                if f.kind == "restart-livekit":
-                    self._bounce("livekit-server", signal.SIGTERM, 5.0, f.kind)
-                else:
-                    sig = signal.SIGKILL if f.kind == "kill-agent" else signal.SIGTERM
-                    self._bounce(self._busiest_agent(), sig, DRAIN_WAIT_S, f.kind)
+                self._stop(f)
         except Exception as e:  # a fault that could not be applied fails the run, named
             self.errors.append(f"{f.spec}: {type(e).__name__}: {e}")
             self.say(f"rig run: fault {f.spec} failed: {e}")
+
+    def _stop(self, f: Fault) -> None:
+        raise NotImplementedError
+
+    def _slow(self, f: Fault) -> None:
+        raise NotImplementedError
+
+    def _restart(self, item: object) -> str:
+        raise NotImplementedError
+
+
+class NativeFaults(FaultScheduler):
+    """The faults as process control on the native stack `rig run` started."""
+
+    def __init__(self, stack: native.NativeStack, say: Callable[[str], None]) -> None:
+        super().__init__(say)
+        self.stack = stack
+
+    def _stop(self, f: Fault) -> None:
+        if f.kind == "restart-livekit":
+            self._bounce("livekit-server", signal.SIGTERM, 5.0, f.kind)
+        else:
+            sig = signal.SIGKILL if f.kind == "kill-agent" else signal.SIGTERM
+            self._bounce(self._busiest_agent(), sig, DRAIN_WAIT_S, f.kind)
+
+    def _restart(self, item: object) -> str:
+        name = str(item)
+        took = self.stack.restart_service(name)
+        return f"{name} healthy again after {took:.1f} s"
 
     def _busiest_agent(self) -> str:
         """The worker with the most sessions now, so the fault hits conversations."""
@@ -185,7 +211,7 @@ class NativeFaults:
         left = self.stack.kill_service(name, sig, grace)
         self._record(kind, f"{name} (pid {pid}) {signal.Signals(sig).name}, gone after "
                            f"{time.monotonic() - t:.1f} s{'; left: ' + str(left) if left else ''}", at)
-        self._restarts.put((name, kind))
+        self._restarts.put((name, kind, name))
 
     def _slow(self, f: Fault) -> None:
         assert self.stack.info is not None
