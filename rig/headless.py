@@ -11,6 +11,7 @@ import contextlib
 import csv
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -86,6 +87,10 @@ def drivers_of(pids: list[int]) -> set[int]:
     return found
 
 
+# Locust's failure text for a CallFailure("reason[: detail]") or CallFailure('reason (kind)').
+_REASON = re.compile(r"""^\w+\(['"]([a-z_]+)""")
+
+
 @dataclass
 class Result:
     rc: int
@@ -104,7 +109,8 @@ class Result:
         out: dict[str, int] = {}
         for row in self.failures:
             if row["Method"] == kind:
-                reason = row["Error"].split("(", 1)[-1].lstrip("'\"").split(":", 1)[0].split(" ", 1)[0]
+                m = _REASON.match(row["Error"])
+                reason = m.group(1) if m else row["Error"]
                 out[reason] = out.get(reason, 0) + int(row["Occurrences"])
         return out
 

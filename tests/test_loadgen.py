@@ -295,3 +295,19 @@ def test_driver_rejects_bad_ops_and_exits_cleanly_on_end_of_input() -> None:
     assert rest[-1] == {"type": "bye", "left": []}
     assert "malformed op line" in p.stderr.read()  # type: ignore[union-attr]
     assert stats == [] or stats[0]["callers"] == 0
+
+
+def test_failure_reasons_are_read_from_every_shape_locust_writes() -> None:
+    # rows as Locust 2.47 wrote them in a soak's locust_failures.csv (a bare reason, a reason with
+    # a detail, a kind in brackets, an expectation)
+    from rig.headless import Result
+
+    rows = [{"Method": "turn", "Error": "CallFailure('dead_air')", "Occurrences": "6"},
+            {"Method": "turn", "Error": "CallFailure('agent_error (tool_error_other)')", "Occurrences": "1"},
+            {"Method": "turn", "Error": "CallFailure('expectation failed: agent_turn: no turn')",
+             "Occurrences": "4"},
+            {"Method": "turn", "Error": 'CallFailure("agent_lost: the agent left the room")', "Occurrences": "2"},
+            {"Method": "join", "Error": "CallFailure('no_agent: agent_join_timeout')", "Occurrences": "12"}]
+    r = Result(rc=0, stats=[], failures=rows, caller_metrics={}, drivers=set(), log="")
+    assert r.failure_counts("turn") == {"dead_air": 6, "agent_error": 1, "expectation": 4, "agent_lost": 2}
+    assert r.failure_counts("join") == {"no_agent": 12}
