@@ -174,17 +174,17 @@ class Driver:
         if missing:
             print(f"loadgen.driver: {', '.join(missing)} not set in the environment", file=sys.stderr)
             return 2
-        defaults = CallerConfig(self._url, self._key, self._secret)
-        self._utterances = UtteranceCache(defaults.lead_ms, defaults.trail_ms)
-        http_url = "http" + self._url[2:] if self._url.startswith("ws") else self._url
-        self._api = api.LiveKitAPI(http_url, self._key, self._secret,
-                                   timeout=aiohttp.ClientTimeout(total=defaults.api_timeout_s))
         try:
             # The engine's stats come a little more often than ours, so each of ours is fresh.
             self._media = await MediaEngine.start(stats_interval_s=self.args.stats_interval / 2)
         except MediaError as e:
             print(f"loadgen.driver: {e}", file=sys.stderr)
             return 2
+        defaults = CallerConfig(self._url, self._key, self._secret)
+        self._utterances = UtteranceCache(defaults.lead_ms, defaults.trail_ms)
+        http_url = "http" + self._url[2:] if self._url.startswith("ws") else self._url
+        self._api = api.LiveKitAPI(http_url, self._key, self._secret,
+                                   timeout=aiohttp.ClientTimeout(total=defaults.api_timeout_s))
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self._stopping.set)
         helpers = [loop.create_task(self.lag.run()), loop.create_task(self._stats())]
@@ -192,20 +192,26 @@ class Driver:
                    "media_pid": self._media.pid})
         ops = loop.create_task(self._read_ops(reader))
         stop = loop.create_task(self._stopping.wait())
-        await asyncio.wait({ops, stop}, return_when=asyncio.FIRST_COMPLETED)
-        ops.cancel()
-        stop.cancel()
+        # A dead media engine ends the driver too: its calls are gone (each already reported
+        # agent_lost), and the pool starts a new driver for the next calls.
+        engine_gone = loop.create_task(self._media.exited.wait())
+        await asyncio.wait({ops, stop, engine_gone}, return_when=asyncio.FIRST_COMPLETED)
+        for t in (ops, stop, engine_gone):
+            t.cancel()
+        if self._media.exited.is_set():
+            print(f"loadgen.driver: {self._media.exit_detail}", file=sys.stderr)
         left = await self.shutdown()
         for h in helpers:
             h.cancel()
         await asyncio.gather(*helpers, return_exceptions=True)
         with contextlib.suppress(Exception):
             await self._api.aclose()
+        died = self._media.exited.is_set()
         media_rc = await self._media.close()
         if media_rc:
             print(f"loadgen.driver: the media engine exited with code {media_rc}", file=sys.stderr)
         self.emit({"type": "bye", "left": left})
-        return 0
+        return 1 if died else 0
 
     async def shutdown(self) -> list[str]:
         """Hangs up every call; returns the ids whose teardown did not finish in time."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -306,8 +307,23 @@ def test_failure_reasons_are_read_from_every_shape_locust_writes() -> None:
             {"Method": "turn", "Error": "CallFailure('agent_error (tool_error_other)')", "Occurrences": "1"},
             {"Method": "turn", "Error": "CallFailure('expectation failed: agent_turn: no turn')",
              "Occurrences": "4"},
-            {"Method": "turn", "Error": 'CallFailure("agent_lost: the agent left the room")', "Occurrences": "2"},
+            {"Method": "turn", "Error": 'CallFailure("agent_lost: the agent left the room")',
+             "Occurrences": "2"},
             {"Method": "join", "Error": "CallFailure('no_agent: agent_join_timeout')", "Occurrences": "12"}]
     r = Result(rc=0, stats=[], failures=rows, caller_metrics={}, drivers=set(), log="")
     assert r.failure_counts("turn") == {"dead_air": 6, "agent_error": 1, "expectation": 4, "agent_lost": 2}
     assert r.failure_counts("join") == {"no_agent": 12}
+
+
+def test_a_driver_whose_media_engine_dies_says_so_and_exits_1() -> None:
+    env = {**os.environ, "LIVEKIT_URL": "ws://127.0.0.1:9", "LIVEKIT_API_KEY": "k",
+           "LIVEKIT_API_SECRET": "s" * 32}
+    p = _driver(env, "--max-callers", "1")
+    assert p.stdout is not None
+    ready = json.loads(p.stdout.readline())
+    assert ready["type"] == "ready" and ready["media_pid"] != p.pid
+    os.kill(ready["media_pid"], signal.SIGKILL)
+    rest = [json.loads(line) for line in p.stdout]
+    assert p.wait(timeout=30) == 1
+    assert rest[-1] == {"type": "bye", "left": []}
+    assert f"the media engine (pid {ready['media_pid']}) exited with code -9" in p.stderr.read()  # type: ignore[union-attr]
