@@ -50,10 +50,6 @@ func init() {
 // mono: t on the CLOCK_MONOTONIC scale (Go's own monotonic clock is the same clock on Linux).
 func mono(t time.Time) float64 { return monoSec + t.Sub(monoBase).Seconds() }
 
-func fromMono(s float64) time.Time {
-	return monoBase.Add(time.Duration((s - monoSec) * 1e9))
-}
-
 type engine struct {
 	url, key, secret string
 	utterances       *utteranceCache
