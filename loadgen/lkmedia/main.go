@@ -54,14 +54,29 @@ type engine struct {
 	url, key, secret string
 	utterances       *utteranceCache
 	out              chan map[string]any
+	outMu            sync.RWMutex
+	outClosed        bool
 	mu               sync.Mutex
 	calls            map[string]*call
 	wg               sync.WaitGroup
 	pacing           pacingStats
 }
 
+// emit queues an event for stdout. The SDK's callbacks run in goroutines of its own and can
+// fire after a call has left, even after the engine stopped writing: those are dropped.
 func (e *engine) emit(m map[string]any) {
-	e.out <- m
+	e.outMu.RLock()
+	defer e.outMu.RUnlock()
+	if !e.outClosed {
+		e.out <- m
+	}
+}
+
+func (e *engine) closeOut() {
+	e.outMu.Lock()
+	defer e.outMu.Unlock()
+	e.outClosed = true
+	close(e.out)
 }
 
 func (e *engine) writer(done chan<- struct{}) {
@@ -241,7 +256,7 @@ func runEngine() int {
 	}
 	e.wg.Wait()
 	close(quit)
-	close(e.out)
+	e.closeOut()
 	<-done
 	return 0
 }
