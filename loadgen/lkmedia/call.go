@@ -30,7 +30,7 @@ func silenceLogs() {
 type call struct {
 	e       *engine
 	id      string
-	mic     *micProvider
+	mic     *microphone
 	mu      sync.Mutex
 	room    *lksdk.Room
 	track   *lksdk.LocalTrack
@@ -41,7 +41,7 @@ type call struct {
 
 func newCall(e *engine, id string) *call {
 	c := &call{e: e, id: id, joined: make(chan struct{})}
-	c.mic = &micProvider{c: c}
+	c.mic = &microphone{c: c}
 	return c
 }
 
@@ -300,11 +300,11 @@ type play struct {
 	speechAt  float64
 }
 
-// micProvider is the microphone: every 20 ms, on an absolute schedule, the current
+// microphone: every 20 ms, on an absolute schedule, the current
 // utterance's next packet. Between utterances it sends what Opus DTX sends in silence (as the
 // LiveKit client SDKs do for a microphone): one silence packet every 400 ms, so the stream
 // stays alive and the far end conceals the rest; the RTP timestamps follow the wall clock.
-type micProvider struct {
+type microphone struct {
 	c      *call
 	mu     sync.Mutex
 	queue  []*play
@@ -314,14 +314,14 @@ type micProvider struct {
 
 const dtxEvery = 20 // frames: 400 ms
 
-func (m *micProvider) enqueue(p *play) {
+func (m *microphone) enqueue(p *play) {
 	m.mu.Lock()
 	m.queue = append(m.queue, p)
 	m.mu.Unlock()
 }
 
 // stop drops the current and queued utterances (a hang-up or a cancelled speak).
-func (m *micProvider) stop() {
+func (m *microphone) stop() {
 	m.mu.Lock()
 	q := m.queue
 	m.queue = nil
@@ -332,7 +332,7 @@ func (m *micProvider) stop() {
 }
 
 // close ends run(); the call is leaving.
-func (m *micProvider) close() {
+func (m *microphone) close() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if !m.closed {
@@ -343,7 +343,7 @@ func (m *micProvider) close() {
 	}
 }
 
-func (m *micProvider) run(track *lksdk.LocalTrack) {
+func (m *microphone) run(track *lksdk.LocalTrack) {
 	m.mu.Lock()
 	if m.closed {
 		m.mu.Unlock()
@@ -381,7 +381,7 @@ func (m *micProvider) run(track *lksdk.LocalTrack) {
 }
 
 // next: the packet to send now, or nil in silence.
-func (m *micProvider) next(now time.Time) []byte {
+func (m *microphone) next(now time.Time) []byte {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if len(m.queue) == 0 || mono(now) < m.queue[0].notBefore {
