@@ -18,7 +18,7 @@ from typing import Any
 
 from livekit.agents import AgentServer, JobContext, JobProcess, cli
 from lkrig_instrument import instrument, process_sampler
-from lkrig_instrument.server import ProcessTreeLoad
+from lkrig_instrument.server import ProcessTreeLoad, watch_worker_start
 
 from livekit import rtc
 
@@ -154,8 +154,8 @@ def server() -> AgentServer:
         prometheus_multiproc_dir=metrics_dir,
         setup_fnc=prewarm,
     )
-    # after the worker's start-up has emptied the multiprocess directory (process_sampler)
-    srv.on("worker_started", lambda *_: process_sampler.start("worker"))
+    # earlier workers' counts carried over this start, the worker's own soak sampler (server.py)
+    watch_worker_start()
     srv.rtc_session(entrypoint, agent_name=os.environ.get("AGENT_NAME", "lkrig-agent"))
     if ready_file := os.environ.get("AGENT_READY_FILE"):
         # the health endpoint answers before the worker has registered with livekit-server,

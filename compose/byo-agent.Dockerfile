@@ -23,7 +23,8 @@ SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 RUN apt-get update \
  && apt-get install -y --no-install-recommends espeak-ng \
  && rm -rf /var/lib/apt/lists/* \
- && useradd --system --uid 10001 --create-home --home-dir /home/lkrig --shell /usr/sbin/nologin lkrig
+ && useradd --system --uid 10001 --create-home --home-dir /home/lkrig --shell /usr/sbin/nologin lkrig \
+ && install -d -o lkrig -g lkrig /var/lib/lkrig/metrics
 
 COPY instrument/ /src/instrument/
 # `byo` is a named build context (compose build.additional_contexts), not a build stage.

@@ -20,11 +20,9 @@ agent's healthcheck includes its registration with livekit-server). The restarts
 service(), from the caller's thread, as natively; join(restart=False) leaves what a fault
 stopped stopped (its container names are in `busy`).
 
-One difference from the native stack: an agent container keeps its counters in a tmpfs
-(PROMETHEUS_MULTIPROC_DIR), and a stopped container loses its tmpfs, so a killed or drained
-agent starts again from zero. Prometheus sees a counter reset (`increase()` handles it), but
-what the dead worker counted after the last scrape is lost, and its own /metrics no longer holds
-the counts from before the fault.
+Counts survive as natively: an agent container keeps PROMETHEUS_MULTIPROC_DIR in its own layer
+(docker-compose.yml), which outlives a kill and a start, and the worker carries the earlier
+processes' counts over its start (lkrig_instrument.carry).
 """
 
 from __future__ import annotations
@@ -215,10 +213,11 @@ def _env(c: Any) -> dict[str, str]:
     return dict(kv.split("=", 1) for kv in (c.attrs["Config"].get("Env") or []) if "=" in kv)
 
 
-def _metrics_url(c: Any) -> str | None:
-    """Where the rig reaches an agent container's /metrics: its address on a network (the
-    engine's host reaches bridge networks), or loopback with host networking."""
-    port = _env(c).get("AGENT_METRICS_PORT", "9100")
+def _metrics_url(c: Any, port: str | None = None) -> str | None:
+    """Where the rig reaches a container's /metrics (an agent's, on AGENT_METRICS_PORT, unless
+    `port` says otherwise): its address on a network (the engine's host reaches bridge
+    networks), or loopback with host networking."""
+    port = port or _env(c).get("AGENT_METRICS_PORT", "9100")
     if c.attrs["HostConfig"].get("NetworkMode") == "host":
         return f"http://127.0.0.1:{port}/metrics"
     for net in (c.attrs["NetworkSettings"].get("Networks") or {}).values():

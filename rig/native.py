@@ -14,7 +14,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -23,7 +22,7 @@ from typing import IO, Any
 
 import yaml
 
-from rig import byo, envfile, pins, procs
+from rig import byo, envfile, headless, pins, procs
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_RUN_DIR = REPO / ".rig" / "native"
@@ -601,6 +600,9 @@ class NativeStack:
                     "127.0.0.1",
                     "--web-port",
                     str(p.locust_web),
+                    # a stopped run lets each call finish, so its turns are counted on both sides
+                    "--stop-timeout",
+                    str(headless.STOP_TIMEOUT_S),
                 ],
                 master_env,
                 logs / "locust-master.log",
@@ -677,6 +679,27 @@ class NativeStack:
                 )
             o.say(f"rig up: removing stale state {o.run_dir / STATE_FILE} (none of its processes runs)")
             (o.run_dir / STATE_FILE).unlink()
+        stages = self.plan()
+        self._preflight_ports()
+        try:
+            for stage in stages:
+                for svc in stage:
+                    self._spawn(svc)
+                self._write_state(detached=False)
+                self._wait_healthy(stage)
+        except BaseException:
+            self.stop()
+            raise
+        assert self.info is not None
+        self.info.startup_seconds = round(time.monotonic() - t0, 2)
+        self.info.pids = {s.name: s.popen.pid for s in self.services if s.popen}
+        self._write_state(detached=False)
+        return self.info
+
+    def plan(self) -> list[list[Service]]:
+        """What start() runs, stage by stage, with the credentials, the run folder and the
+        agents' empty multiprocess folders ready; nothing is started."""
+        o = self.opts
         try:
             self._pins = pins.load(o.compose_file, os.environ)
         except pins.PinError as exc:
@@ -695,26 +718,12 @@ class NativeStack:
         o.run_dir.mkdir(parents=True, exist_ok=True)
         o.logs_dir.mkdir(parents=True, exist_ok=True)
         stages = self._plan()
-        self._preflight_ports()
         mp_root = o.run_dir / "multiproc"
         shutil.rmtree(mp_root, ignore_errors=True)  # stale .db files would be summed into new metrics
         for i in range(o.agents):
             (mp_root / f"agent-{i}").mkdir(parents=True)
         (o.run_dir / LATENCY_OVERRIDE_FILE).unlink(missing_ok=True)
-        try:
-            for stage in stages:
-                for svc in stage:
-                    self._spawn(svc)
-                self._write_state(detached=False)
-                self._wait_healthy(stage)
-        except BaseException:
-            self.stop()
-            raise
-        assert self.info is not None
-        self.info.startup_seconds = round(time.monotonic() - t0, 2)
-        self.info.pids = {s.name: s.popen.pid for s in self.services if s.popen}
-        self._write_state(detached=False)
-        return self.info
+        return stages
 
     def _spawn(self, svc: Service, append: bool = False) -> None:
         svc.log.parent.mkdir(parents=True, exist_ok=True)
@@ -848,19 +857,15 @@ class NativeStack:
         """Start a stopped service again, as before, and wait until it is healthy; return the
         seconds that took. Call it from the main thread: the death signal (PR_SET_PDEATHSIG)
         fires when the *thread* that started a child exits. Its log is appended to; an agent
-        keeps its multiproc folder and its counts (_CarriedCounts), so its /metrics carries on
-        from every count its earlier processes wrote (no counter reset)."""
+        keeps its multiproc folder, and the worker carries its earlier processes' counts over its
+        start (lkrig_instrument.carry), so its /metrics carries on (no counter reset)."""
         old = self.service(name)
         if old.popen is not None and old.popen.poll() is None:
             raise StackError(f"{name} is still running; stop it first")
         with open(old.log, "ab") as f:
             f.write(f"--- rig: {name} restarted at {time.time():.3f} ---\n".encode())
         health = old.health
-        carry: _CarriedCounts | None = None
         if old.name.startswith("agent-"):
-            multiproc = Path(old.env["PROMETHEUS_MULTIPROC_DIR"])
-            _forget_dead_processes(multiproc)
-            carry = _CarriedCounts(multiproc)
             url = f"http://127.0.0.1:{self.ports.agent_health[int(name.split('-')[1])]}/"
             health = _agent_registered(url, old.log, since=old.log.stat().st_size)
         elif old.name == "livekit-server":
@@ -876,8 +881,6 @@ class NativeStack:
         try:
             self._wait_healthy([new])
         finally:
-            if carry is not None:
-                carry.restore()
             assert self.info is not None and new.popen is not None
             self.info.pids[name] = new.popen.pid
             self._write_state(detached=False)
@@ -909,64 +912,6 @@ class NativeStack:
 def _send(pid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.kill(pid, sig)
-
-
-class _CarriedCounts:
-    """Carries a worker's counters over its restart.
-
-    livekit-agents empties its multiprocess folder when a worker starts (worker.py, before its
-    metrics server listens), which would drop every count the earlier worker and its jobs wrote.
-    The counter and histogram files wait beside the folder and come back the moment the new
-    worker has emptied it (a marker file disappears), before its /metrics answers: Prometheus
-    never sees the counters dip, so rate() and increase() count nothing twice."""
-
-    MARKER = "lkrig-restart.marker"
-
-    def __init__(self, multiproc_dir: Path) -> None:
-        self.dir = multiproc_dir
-        self.stash = multiproc_dir.with_name(multiproc_dir.name + ".carried")
-        self.stash.mkdir(exist_ok=True)
-        for db in multiproc_dir.glob("*.db"):
-            if not db.name.startswith("gauge_"):  # gauges of dead processes are not counts
-                db.rename(self.stash / db.name)
-        (multiproc_dir / self.MARKER).touch()
-        self._done = threading.Event()
-        self._thread = threading.Thread(target=self._watch, name="carry-counts", daemon=True)
-        self._thread.start()
-
-    def _watch(self) -> None:
-        while not self._done.wait(0.005):
-            if not (self.dir / self.MARKER).exists():
-                self._move_back()
-                return
-
-    def _move_back(self) -> None:
-        for db in self.stash.glob("*.db"):
-            target = self.dir / db.name
-            while target.exists():  # a new process with a recycled pid: keep both files
-                target = target.with_name(target.stem + "_c.db")
-            db.rename(target)
-
-    def restore(self) -> None:
-        """After the restart (or its failure): whatever is still waiting goes back."""
-        self._done.set()
-        self._thread.join()
-        (self.dir / self.MARKER).unlink(missing_ok=True)
-        self._move_back()
-        self.stash.rmdir()
-
-
-def _forget_dead_processes(multiproc_dir: Path) -> None:
-    """Drop the live-gauge files of processes that are gone (prometheus_client's own cleanup).
-
-    A killed job never decremented its gauges (sessions active, ...); its counters stay, so the
-    restarted worker keeps counting from where the dead one stopped."""
-    from prometheus_client import multiprocess
-
-    for db in multiproc_dir.glob("gauge_live*_*.db"):
-        pid = db.stem.rsplit("_", 1)[-1]
-        if pid.isdigit() and procs.proc_info(int(pid)) is None:
-            multiprocess.mark_process_dead(int(pid), str(multiproc_dir))
 
 
 def down(run_dir: Path, say: Callable[[str], None], supervisor_timeout: float = 60.0) -> None:

@@ -18,6 +18,7 @@ import json
 import re
 import time
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +46,12 @@ class AgentTotals:
     turns: float
     errors: dict[str, float]
     sessions_active: float
+
+    def minus(self, before: AgentTotals) -> AgentTotals:
+        """The growth since `before` (a stack that counted before the run)."""
+        errors = {k: v - before.errors.get(k, 0.0) for k, v in self.errors.items()}
+        return AgentTotals(self.turns - before.turns, {k: v for k, v in errors.items() if v},
+                           self.sessions_active)
 
 
 def agent_totals(metrics_urls: list[str]) -> AgentTotals:
@@ -75,23 +82,30 @@ def settle(metrics_urls: list[str], quiet: float = 6.0, timeout: float = 90.0) -
 
 
 def logged_errors(logs: list[Path]) -> dict[str, int]:
-    """Counted errors by kind from the agents' logs (JSON lines from livekit-agents, or text)."""
+    """Counted errors by kind from the agents' log files."""
     found: Counter[str] = Counter()
     for path in logs:
         with open(path, errors="replace") as f:
-            for line in f:
-                if LOG_LINE not in line:
-                    continue
-                kind = None
-                if line.startswith("{"):
-                    try:
-                        kind = json.loads(line).get("lkrig_kind")
-                    except ValueError:
-                        pass
-                if kind is None and (m := _KIND.search(line)):
-                    kind = m.group(1)
-                if kind:
-                    found[kind] += 1
+            found.update(logged_errors_in(f))
+    return dict(found)
+
+
+def logged_errors_in(lines: Iterable[str]) -> dict[str, int]:
+    """Counted errors by kind in log lines (JSON lines from livekit-agents, or text)."""
+    found: Counter[str] = Counter()
+    for line in lines:
+        if LOG_LINE not in line:
+            continue
+        kind = None
+        if line.startswith("{"):
+            try:
+                kind = json.loads(line).get("lkrig_kind")
+            except ValueError:
+                pass
+        if kind is None and (m := _KIND.search(line)):
+            kind = m.group(1)
+        if kind:
+            found[kind] += 1
     return dict(found)
 
 

@@ -20,7 +20,7 @@ TEST_PORT_OFFSET = 1000
 def native_stack_options(tmp_path_factory: pytest.TempPathFactory) -> native.NativeOptions:
     run_dir = tmp_path_factory.mktemp("native-stack")
     return native.NativeOptions(
-        agents=0,  # TODO(lead): 1 once agent/worker.py exists
+        agents=0,  # the tests that use it need livekit-server and Prometheus only
         loadgen_workers=0,
         run_dir=run_dir,
         port_offset=TEST_PORT_OFFSET,

@@ -155,7 +155,7 @@ def test_server_options_outside_the_rig_change_nothing_and_bad_values_are_named(
 
 def test_metrics_are_served_for_a_server_built_without_server_options(tmp_path: Path) -> None:
     """lkrig_instrument.run's fallback: the counters of the multiprocess directory on
-    AGENT_METRICS_PORT, from prometheus_client's own server."""
+    AGENT_METRICS_PORT, from prometheus_client's own server, earlier processes' included."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -167,9 +167,14 @@ def test_metrics_are_served_for_a_server_built_without_server_options(tmp_path: 
         f"print(urllib.request.urlopen('http://127.0.0.1:{port}/metrics', timeout=5).read().decode())\n"
     )
     env = {**os.environ, "AGENT_METRICS_PORT": str(port), "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    # an earlier process's 2, set aside for the worker's start (lkrig_instrument.carry) but served
+    earlier = ("from lkrig_instrument import names, prom\n"
+               "prom.inc(names.HANDOFFS, {'scenario': 'byo', 'profile': 'none', 'agents_version': 'x'}, 2)\n")
+    subprocess.run([sys.executable, "-c", earlier], check=True, timeout=60, env=env)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
     assert done.returncode == 0, done.stderr
-    assert sample(done.stdout, "agent_handoffs_total", scenario="byo") == 3
+    assert sample(done.stdout, "agent_handoffs_total", scenario="byo") == 5
+    assert list((tmp_path / "carried").glob("counter_*.db")), "the earlier count was not set aside"
     assert list(tmp_path.glob("counter_*.db")), "the count did not go through the multiprocess directory"
 
 

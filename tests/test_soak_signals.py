@@ -161,6 +161,63 @@ def test_the_worker_sampler_follows_growth_and_reaps_exited_jobs_by_itself(tmp_p
         stop(worker)
 
 
+# --- counts carried over a worker's start (lkrig_instrument.carry) ----------------------------
+def _worker(mp_dir: Path, log: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """The rig's real agent worker on `mp_dir`; livekit-server is not needed for its /metrics
+    (the worker serves it before it connects, and keeps retrying a closed port)."""
+    from rig import headless
+
+    port = headless.free_port()
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(mp_dir), "AGENT_METRICS_PORT": str(port),
+           "AGENT_HEALTH_PORT": str(headless.free_port()), "LIVEKIT_URL": f"ws://127.0.0.1:{headless.free_port()}",
+           "LIVEKIT_API_KEY": "k", "LIVEKIT_API_SECRET": "s" * 32,
+           "PYTHONPATH": os.pathsep.join([str(REPO / "instrument"), str(REPO)])}
+    with open(log, "ab") as f:
+        proc = subprocess.Popen([sys.executable, "-m", "agent.worker", "start"], cwd=REPO, env=env,
+                                stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+    return proc, f"http://127.0.0.1:{port}/metrics"
+
+
+def _served(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float] | None:
+    from rig import headless
+
+    try:
+        return headless.scrape(url, timeout=2)
+    except OSError:
+        return None
+
+
+def test_a_worker_started_again_on_its_folder_serves_every_count_of_its_earlier_processes(
+        tmp_path: Path) -> None:
+    mp = tmp_path / "multiproc"
+    mp.mkdir()
+    job, _ = child(mp, "job")  # a job that counted one unfinished handle, then was killed
+    job.kill()
+    job.wait(timeout=10)
+    # A job process importing a worker module (so calling server_options()) moves nothing aside.
+    subprocess.run([sys.executable, "-c", (
+        "import multiprocessing as m\nfrom lkrig_instrument import server\n"
+        "if __name__ == '__main__':\n"
+        "    p = m.get_context('spawn').Process(target=server.watch_worker_start); p.start(); p.join()\n"
+        "    assert p.exitcode == 0")], check=True, env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(mp),
+        "PYTHONPATH": str(REPO / "instrument")})
+    assert [p.name for p in mp.glob("counter_*.db")], "the job's counter file must stay put"
+    unfinished = names.SPEECH_HANDLES_UNFINISHED.name
+    log = tmp_path / "worker.log"
+    for start in (1, 2):  # the second start carries the first one's carried counts again
+        worker, url = _worker(mp, log)
+        try:
+            served = wait_until(lambda url=url: _served(url), 60, f"start {start}: the worker's /metrics")
+            # the first answer already holds the count: Prometheus never sees it dip
+            assert sum(v for (n, _), v in served.items() if n == unfinished) == 1, (
+                f"start {start}: {log.read_text()[-3000:]}")
+            assert gauge(served, names.PROCESSES, "job") in (None, 0.0)  # a dead job is no process
+            assert not (mp / "carried").exists()
+        finally:
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait(timeout=10)
+
+
 # --- per session ------------------------------------------------------------------------------
 def _sample_value(metric_name: str, labels: dict[str, str]) -> float:
     from prometheus_client import REGISTRY

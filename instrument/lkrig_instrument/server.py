@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import logging
 import math
+import multiprocessing
 import os
 import time
 from pathlib import Path
 from typing import Any
 
-from . import capabilities, process_sampler
+from . import capabilities, carry, process_sampler
 
 REGISTERED = "registered worker"  # livekit-agents' log line once livekit-server accepted the worker
 STARTING = "starting worker"  # logged once the worker has emptied PROMETHEUS_MULTIPROC_DIR
@@ -90,10 +91,11 @@ class ProcessTreeLoad:
 
 
 class _WorkerStarted(logging.Handler):
-    """Starts the worker's soak sampler (process_sampler) when livekit-agents logs that the
-    worker starts: its start-up deletes every file in the multiprocess directory first, and a
-    gauge file written before that would be deleted under the sampler. The log line is the one
-    signal after the cleanup that needs no handle on the server object."""
+    """When livekit-agents logs that the worker starts: brings the earlier processes' counts back
+    (carry) and starts the worker's soak sampler (process_sampler). The worker's start-up deletes
+    every file in the multiprocess directory first, and a file written before that would be
+    deleted under the sampler. The log line is the one signal after the clean-up and before
+    /metrics listens that needs no handle on the server object."""
 
     def __init__(self) -> None:
         super().__init__(level=logging.INFO)
@@ -101,6 +103,7 @@ class _WorkerStarted(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             if record.getMessage() == STARTING:
+                carry.restore()
                 process_sampler.start("worker")
         except Exception:
             self.handleError(record)
@@ -135,10 +138,14 @@ def _info_from(logger: logging.Logger) -> None:
 
 
 def watch_worker_start() -> None:
-    """Arm the worker's soak sampler (idempotent): it starts when the worker does."""
+    """In the worker process, before the worker runs (idempotent): stash the counts of earlier
+    processes in the multiprocess directory (carry) and arm their return and the worker's soak
+    sampler for when the worker starts. A job process that imports the user's module (and so
+    calls server_options()) neither stashes nor samples as the worker."""
     global _started_hook
-    if _started_hook is not None:
+    if _started_hook is not None or multiprocessing.parent_process() is not None:
         return
+    carry.stash()
     _started_hook = _WorkerStarted()
     logger = logging.getLogger("livekit.agents")
     logger.addHandler(_started_hook)
@@ -154,12 +161,12 @@ def serve_metrics_alone() -> int | None:
     multiproc = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "").strip()
     if port is None or not multiproc:
         return None
-    from prometheus_client import CollectorRegistry, multiprocess, start_http_server
+    from prometheus_client import CollectorRegistry, start_http_server
 
     Path(multiproc).mkdir(parents=True, exist_ok=True)
     watch_worker_start()
     registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    registry.register(carry.Collector(Path(multiproc)))
     start_http_server(port, addr=os.environ.get("AGENT_HOST", "").strip() or "127.0.0.1",
                       registry=registry)
     return port
