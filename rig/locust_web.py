@@ -27,6 +27,10 @@ RUNNING = ("spawning", "running", "cleanup", "stopping")  # Locust's runner stat
 # With a shape class (the locustfile has one) the runner stays "ready" until the shape's first
 # tick, about a second after /swarm; a run that has not left it by then never started.
 START_TIMEOUT_S = 30.0
+# A Locust worker leaves the master when a run stops and rejoins after the master's stop timeout
+# (docker-compose.yml and `rig up`: 60 s, so that a stopped call finishes): a run right after
+# another waits for it.
+WORKER_WAIT_S = 90.0
 HISTORY_COLUMNS = ("Timestamp", "User Count", "Type", "Name", "Requests/s", "Failures/s")
 
 
@@ -80,8 +84,13 @@ class WebLocust:
         if now.get("state") in RUNNING:
             raise LocustWebError(f"the Locust master at {self.url} is already running a test"
                                  f" ({now.get('user_count')} users); stop it first")
-        if not now.get("worker_count"):
-            raise LocustWebError(f"the Locust master at {self.url} has no worker connected")
+        deadline = time.monotonic() + WORKER_WAIT_S
+        while not now.get("worker_count"):
+            if time.monotonic() > deadline:
+                raise LocustWebError(f"the Locust master at {self.url} has had no worker connected for"
+                                     f" {WORKER_WAIT_S:g} s")
+            time.sleep(1.0)
+            now = self.status()
         self._before = self._metrics()
         form = {"user_count": str(self.users), "spawn_rate": f"{self.spawn_rate:g}",
                 "run_time": self.run_time, **self.options}
