@@ -27,9 +27,9 @@ RUNNING = ("spawning", "running", "cleanup", "stopping")  # Locust's runner stat
 # With a shape class (the locustfile has one) the runner stays "ready" until the shape's first
 # tick, about a second after /swarm; a run that has not left it by then never started.
 START_TIMEOUT_S = 30.0
-# A Locust worker leaves the master when a run stops and rejoins after the master's stop timeout
-# (docker-compose.yml and `rig up`: 60 s, so that a stopped call finishes): a run right after
-# another waits for it.
+# A Locust worker leaves the master when a run stops and rejoins once its calls are done (up to
+# the master's stop timeout, 45 s in docker-compose.yml and `rig up`): a run right after another
+# waits for it.
 WORKER_WAIT_S = 90.0
 HISTORY_COLUMNS = ("Timestamp", "User Count", "Type", "Name", "Requests/s", "Failures/s")
 

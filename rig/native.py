@@ -22,7 +22,7 @@ from typing import IO, Any
 
 import yaml
 
-from rig import byo, envfile, headless, pins, procs
+from rig import byo, envfile, pins, procs
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_RUN_DIR = REPO / ".rig" / "native"
@@ -41,6 +41,12 @@ PROMETHEUS_PORT = 9090
 LOCUST_WEB_PORT = 8089
 LOCUST_MASTER_PORT = 5557
 LOADGEN_METRICS_PORT = 9646
+# The web UI's master lets a stopped call finish for up to WEB_STOP_TIMEOUT_S. A Locust worker
+# then waits that long again before it rejoins, and handles no heartbeat meanwhile: it would
+# quit on the master's 60 s heartbeat timeout. Locust's own variable takes the second wait off
+# (docker-compose.yml sets the same two).
+WEB_STOP_TIMEOUT_S = 45
+WORKER_REJOIN_ENV = {"LOCUST_WORKER_ADDITIONAL_WAIT_BEFORE_READY_AFTER_STOP": str(-WEB_STOP_TIMEOUT_S)}
 AGENT_HEALTH_BASE = 8100
 AGENT_METRICS_BASE = 9100
 MAX_AGENTS = 100
@@ -602,7 +608,7 @@ class NativeStack:
                     str(p.locust_web),
                     # a stopped run lets each call finish, so its turns are counted on both sides
                     "--stop-timeout",
-                    str(headless.STOP_TIMEOUT_S),
+                    str(WEB_STOP_TIMEOUT_S),
                 ],
                 master_env,
                 logs / "locust-master.log",
@@ -614,7 +620,7 @@ class NativeStack:
                 Service(
                     f"locust-worker-{j}",
                     [*loc, "--worker", "--master-host", "127.0.0.1", "--master-port", str(p.locust_master)],
-                    _clean_env(creds),
+                    _clean_env({**creds, **WORKER_REJOIN_ENV}),
                     logs / f"locust-worker-{j}.log",
                     o.locust_timeout,
                     _locust_workers(web + "/stats/requests", o.loadgen_workers),
