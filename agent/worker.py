@@ -154,8 +154,10 @@ def server() -> AgentServer:
         prometheus_multiproc_dir=metrics_dir,
         setup_fnc=prewarm,
     )
-    # earlier workers' counts carried over this start, the worker's own soak sampler (server.py)
-    watch_worker_start()
+    # earlier workers' counts carried over this start (server.py); the soak sampler once the
+    # worker's servers are up
+    watch_worker_start(sampler=False)
+    srv.on("worker_started", lambda *_: process_sampler.start("worker"))
     srv.rtc_session(entrypoint, agent_name=os.environ.get("AGENT_NAME", "lkrig-agent"))
     if ready_file := os.environ.get("AGENT_READY_FILE"):
         # the health endpoint answers before the worker has registered with livekit-server,

@@ -97,14 +97,16 @@ class _WorkerStarted(logging.Handler):
     deleted under the sampler. The log line is the one signal after the clean-up and before
     /metrics listens that needs no handle on the server object."""
 
-    def __init__(self) -> None:
+    def __init__(self, sampler: bool) -> None:
         super().__init__(level=logging.INFO)
+        self.sampler = sampler
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
             if record.getMessage() == STARTING:
                 carry.restore()
-                process_sampler.start("worker")
+                if self.sampler:
+                    process_sampler.start("worker")
         except Exception:
             self.handleError(record)
 
@@ -137,16 +139,17 @@ def _info_from(logger: logging.Logger) -> None:
         logger.setLevel(logging.INFO)
 
 
-def watch_worker_start() -> None:
+def watch_worker_start(sampler: bool = True) -> None:
     """In the worker process, before the worker runs (idempotent): stash the counts of earlier
     processes in the multiprocess directory (carry) and arm their return and the worker's soak
-    sampler for when the worker starts. A job process that imports the user's module (and so
-    calls server_options()) neither stashes nor samples as the worker."""
+    sampler (unless `sampler` is False: the caller starts it) for when the worker starts. A job
+    process that imports the user's module (and so calls server_options()) neither stashes nor
+    samples as the worker."""
     global _started_hook
     if _started_hook is not None or multiprocessing.parent_process() is not None:
         return
     carry.stash()
-    _started_hook = _WorkerStarted()
+    _started_hook = _WorkerStarted(sampler)
     logger = logging.getLogger("livekit.agents")
     logger.addHandler(_started_hook)
     _info_from(logger)
