@@ -140,7 +140,7 @@ def main(argv: list[str]) -> int:
             t0 = time.time()
             loc.start()
             pids.update({f"locust-{p.pid}": p.pid for p in loc.processes})
-            problems = watch_run(stack, loc, idle,
+            problems = watch_run(lambda: _death(stack), loc, idle,
                                  time.monotonic() + duration + headless.STOP_TIMEOUT_S + LOCUST_SLACK_S)
             result = loc.result()
             pids.update({f"driver-{pid}": pid for pid in result.drivers})
@@ -181,3 +181,8 @@ def main(argv: list[str]) -> int:
         _out(sweep.markdown_table(done))
         _out(f"rig sweep: {len(done)} of {len(cells)} cells; table {paths['md']}, plot {paths['html']}")
     return rc
+
+
+def _death(stack: native.NativeStack) -> str | None:
+    svc = stack.dead_service()
+    return stack.describe_death(svc) if svc is not None else None
