@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -85,7 +86,7 @@ def main() -> int:
     p.add_argument("--sessions", default="1,2", help="comma-separated concurrent session counts")
     p.add_argument("--duration", type=float, default=80.0, help="seconds per level")
     p.add_argument("--port-offset", type=int, default=12900)
-    p.add_argument("--run-dir", default="/tmp/lkrig-bench-agent")
+    p.add_argument("--run-dir", default=str(Path(tempfile.gettempdir()) / "lkrig-bench-agent"))
     p.add_argument("--out", default=str(DEFAULT_OUT), help="JSON lines are appended here")
     p.add_argument("--report", action="store_true", help="print the table of --out and exit")
     args = p.parse_args()

@@ -95,12 +95,12 @@ def measure(cell: Cell, result: headless.Result, before: reconcile.AgentTotals,
             after: reconcile.AgentTotals, t0: float, t1: float, problems: list[str]) -> Measured:
     caller = result.caller_metrics
     turns, failed = result.requests("turn")
-    errors = {k: after.errors.get(k, 0.0) - before.errors.get(k, 0.0) for k in KINDS}
+    grown = after.minus(before)
     m = Measured(
         cell=cell, ok=not problems, t0=t0, t1=t1,
         conversations=by_label(caller, names.CALLER_CONVERSATIONS.name, "outcome"),
-        turns_locust=turns, turns_locust_failed=failed, turns_agent=after.turns - before.turns,
-        errors={k: v for k, v in errors.items() if v},
+        turns_locust=turns, turns_locust_failed=failed, turns_agent=grown.turns,
+        errors=grown.errors,
         turn_latency_p95_s=histogram_quantile(0.95, caller, names.CALLER_TURN_LATENCY.name),
         notes=list(problems))
     # The sweep measures rather than gates, but a count two sources disagree on is said.
