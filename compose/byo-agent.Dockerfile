@@ -26,14 +26,20 @@ RUN apt-get update \
  && useradd --system --uid 10001 --create-home --home-dir /home/lkrig --shell /usr/sbin/nologin lkrig \
  && install -d -o lkrig -g lkrig /var/lib/lkrig/metrics
 
-COPY instrument/ /src/instrument/
 # `byo` is a named build context (compose build.additional_contexts), not a build stage.
 # hadolint ignore=DL3022
 COPY --from=byo ${BYO_REQUIREMENTS} /tmp/byo-requirements.txt
-# pyyaml: the scripted providers read latency profiles and conversation scripts.
-RUN pip install --requirement /tmp/byo-requirements.txt /src/instrument "pyyaml>=6.0.3,<7" \
+# Your requirements, and pyproject.toml's `byo` packages (the scripted providers read YAML).
+WORKDIR /src
+COPY pyproject.toml ./
+COPY rig/pins.py rig/
+RUN python rig/pins.py --requirements byo > requirements.txt \
+ && pip install --requirement /tmp/byo-requirements.txt --requirement requirements.txt \
  && python -c "import livekit.agents" \
  && rm /tmp/byo-requirements.txt
+
+COPY instrument/ instrument/
+RUN pip install ./instrument
 
 WORKDIR /app
 COPY agent/ /app/agent/

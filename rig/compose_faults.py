@@ -36,10 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from lkrig_instrument import names
-
-from rig import headless
-from rig.faults import DRAIN_WAIT_S, Fault, FaultScheduler
+from rig.faults import DRAIN_WAIT_S, Fault, FaultScheduler, busiest
 
 PROJECT_LABEL = "com.docker.compose.project"
 SERVICE_LABEL = "com.docker.compose.service"
@@ -101,37 +98,25 @@ class ComposeFaults(FaultScheduler):
                                f" {self.project!r}")
         return found[0]
 
-    def _busiest_agent(self) -> Any:
-        """The running agent container with the most sessions now (so the fault hits
-        conversations); the first one if none answers on its metrics port."""
-        running = [c for c in self._agents() if c.status == "running" and c.name not in self.busy]
+    def _busiest_agent(self) -> tuple[Any, str]:
+        """The running agent container a kill or drain hits (faults.busiest), and its load."""
+        running = {c.name: c for c in self._agents() if c.status == "running" and c.name not in self.busy}
         if not running:
             raise RuntimeError(f"no running agent container ({', '.join(self.agent_services)}) in"
                                f" compose project {self.project!r}")
-        best, most = running[0], -1.0
-        for c in running:
-            url = _metrics_url(c)
-            if url is None:
-                continue
-            try:
-                n = headless.total(headless.scrape(url, timeout=2), names.SESSIONS_ACTIVE.name)
-            except OSError:
-                continue
-            if n > most:
-                best, most = c, n
-        return best
+        name, load = busiest({n: _metrics_url(c) for n, c in running.items()})
+        return running[name or next(iter(running))], load
 
     # -- the faults
 
     def _stop(self, f: Fault) -> None:
         if f.kind == "restart-livekit":
-            self._bounce(self._livekit(), "SIGTERM", self.livekit_grace, f.kind)
-        elif f.kind == "kill-agent":
-            self._bounce(self._busiest_agent(), "SIGKILL", GONE_WAIT_S, f.kind)
+            self._bounce(self._livekit(), "", "SIGTERM", self.livekit_grace, f.kind)
         else:
-            self._bounce(self._busiest_agent(), "SIGTERM", self.drain_grace, f.kind)
+            sig, grace = ("SIGKILL", GONE_WAIT_S) if f.kind == "kill-agent" else ("SIGTERM", self.drain_grace)
+            self._bounce(*self._busiest_agent(), sig, grace, f.kind)
 
-    def _bounce(self, c: Any, sig: str, grace: float, kind: str) -> None:
+    def _bounce(self, c: Any, load: str, sig: str, grace: float, kind: str) -> None:
         """Send `sig`; wait up to `grace` for the container to stop (then SIGKILL); queue the
         restart."""
         c.reload()
@@ -151,7 +136,8 @@ class ComposeFaults(FaultScheduler):
             how = "already running again: its restart policy or someone else started it"
         else:
             how = f"exit code {state['ExitCode']}"
-        self._record(kind, f"{c.name} ({c.short_id}) {sig}, gone after {time.monotonic() - t:.1f} s"
+        what = f"{c.short_id}, {load}" if load else c.short_id
+        self._record(kind, f"{c.name} ({what}) {sig}, gone after {time.monotonic() - t:.1f} s"
                            f" ({how}){killed}", at)
         self._restarts.put((c.name, kind, _Stopped(c.id, c.name, kind, before)))
 

@@ -2,14 +2,20 @@
 
 Secrets live only in `.env` (mode 0600, gitignored) and in the environment of the processes
 that need them. Nothing here puts a secret value into an exception message or a log line.
+
+Stdlib only, so that a Docker-only user can make `.env` without installing the rig:
+
+    python3 rig/envfile.py            # .env from .env.example, its empty secrets filled
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import secrets
 import string
+import sys
 from pathlib import Path
 
 KEY_VAR = "LIVEKIT_API_KEY"
@@ -106,3 +112,29 @@ def load_credentials(path: Path, example: Path) -> tuple[str, str, list[str]]:
         generated = create_from_example(path, example)
     key, secret = livekit_credentials(parse(path), path)
     return key, secret, generated
+
+
+def main(argv: list[str] | None = None) -> int:
+    root = Path(__file__).resolve().parent.parent
+    parser = argparse.ArgumentParser(prog="rig/envfile.py", description="Make .env from .env.example,"
+                                     " filling its empty secrets with random values (never printed).")
+    parser.add_argument("--env", type=Path, default=root / ".env",
+                        help="the file to write (default: %(default)s)")
+    parser.add_argument("--example", type=Path, default=root / ".env.example", help="the template")
+    args = parser.parse_args(argv)
+    try:
+        if args.env.exists():
+            livekit_credentials(parse(args.env), args.env)
+            print(f"{args.env} exists and holds valid LiveKit credentials; left as it is")
+            return 0
+        filled = create_from_example(args.env, args.example)
+        livekit_credentials(parse(args.env), args.env)
+    except (EnvFileError, FileExistsError) as exc:
+        print(f"envfile: {exc}", file=sys.stderr)
+        return 2
+    print(f"wrote {args.env} (mode 0600); generated {', '.join(filled) or 'nothing'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -91,6 +91,28 @@ def parse(spec: str) -> Fault:
     return Fault(spec, kind, at, add_ms, (PROVIDERS[provider],), lasts)
 
 
+def busiest(metrics_urls: dict[str, str | None]) -> tuple[str | None, str]:
+    """The agent a kill or drain hits, and its load in words: among the agents that have counted
+    a turn, the one with the most sessions now (so the fault hits conversations and a counter
+    that must survive it); any agent if none has counted yet. None if none answers."""
+    best: tuple[bool, float] | None = None
+    choice, load = None, ""
+    for name, url in metrics_urls.items():
+        if url is None:
+            continue
+        try:
+            samples = headless.scrape(url, timeout=2)
+        except OSError:
+            continue
+        sessions = headless.total(samples, names.SESSIONS_ACTIVE.name)
+        turns = headless.total(samples, names.TURNS.name)
+        rank = (turns > 0, sessions)
+        if best is None or rank > best:
+            best, choice = rank, name
+            load = f"{sessions:g} sessions, {turns:g} turns counted"
+    return choice, load
+
+
 class FaultScheduler:
     """Runs each fault in a thread of its own at its offset, so a long one (a drain) delays
     neither the others nor the run; one stop at a time (a lock). Restarts are queued for
@@ -181,35 +203,23 @@ class NativeFaults(FaultScheduler):
             self._bounce("livekit-server", signal.SIGTERM, 5.0, f.kind)
         else:
             sig = signal.SIGKILL if f.kind == "kill-agent" else signal.SIGTERM
-            self._bounce(self._busiest_agent(), sig, DRAIN_WAIT_S, f.kind)
+            info = self.stack.info
+            assert info is not None
+            name, load = busiest({a.name: a.metrics_url for a in info.agents if a.name not in self.busy})
+            self._bounce(name or info.agents[0].name, sig, DRAIN_WAIT_S, f.kind, load)
 
     def _restart(self, item: object) -> str:
         name = str(item)
         took = self.stack.restart_service(name)
         return f"{name} healthy again after {took:.1f} s"
 
-    def _busiest_agent(self) -> str:
-        """The worker with the most sessions now, so the fault hits conversations."""
-        info = self.stack.info
-        assert info is not None
-        best, most = info.agents[0].name, -1.0
-        for a in info.agents:
-            if a.name in self.busy:
-                continue
-            try:
-                n = headless.total(headless.scrape(a.metrics_url, timeout=2), names.SESSIONS_ACTIVE.name)
-            except OSError:
-                continue
-            if n > most:
-                best, most = a.name, n
-        return best
-
-    def _bounce(self, name: str, sig: int, grace: float, kind: str) -> None:
+    def _bounce(self, name: str, sig: int, grace: float, kind: str, load: str = "") -> None:
         self.busy.add(name)  # until restarted: its death is the fault, not a failure
         pid = self.stack.service(name).popen.pid  # type: ignore[union-attr]
         at, t = time.time(), time.monotonic()
         left = self.stack.kill_service(name, sig, grace)
-        self._record(kind, f"{name} (pid {pid}) {signal.Signals(sig).name}, gone after "
+        what = f"pid {pid}, {load}" if load else f"pid {pid}"
+        self._record(kind, f"{name} ({what}) {signal.Signals(sig).name}, gone after "
                            f"{time.monotonic() - t:.1f} s{'; left: ' + str(left) if left else ''}", at)
         self._restarts.put((name, kind, name))
 

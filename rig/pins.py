@@ -1,7 +1,10 @@
-"""Version pins, read from docker-compose.yml (the one place they are written).
+"""Version pins, read from docker-compose.yml (the one place they are written), and the pip
+constraints and requirement lists every install takes from them and from pyproject.toml.
 
 Stdlib only: scripts/setup runs this with the system Python before any venv exists
-(`python3 rig/pins.py --shell`). The file is parsed as text rather than YAML because the
+(`python3 rig/pins.py --shell`), and the images' builds run it with only this file and
+pyproject.toml in their context (`python pins.py --env-only --constraints`,
+`python pins.py --requirements agent`). The file is parsed as text rather than YAML because the
 pins are `${NAME:-default}` interpolations, and only Compose gives those their meaning;
 we reproduce Compose's rule (a set, non-empty environment variable wins) when asked to.
 """
@@ -29,6 +32,15 @@ REQUIRED = (
     "PROMETHEUS_CLIENT_VERSION",
 )
 SERVER_KEY = "LIVEKIT_SERVER_VERSION"  # reported alongside, from the image tag
+# The Python packages each pin fixes (the legacy pin and the server are installed otherwise).
+PACKAGES = {
+    "LIVEKIT_AGENTS_VERSION": ("livekit-agents", "livekit-plugins-silero"),
+    "LIVEKIT_RTC_VERSION": ("livekit",),
+    "LIVEKIT_API_VERSION": ("livekit-api",),
+    "LOCUST_VERSION": ("locust",),
+    "PROMETHEUS_CLIENT_VERSION": ("prometheus-client",),
+}
+PYPROJECT = REPO_ROOT / "pyproject.toml"
 
 _PIN_LINE = re.compile(r'^\s+([A-Z][A-Z0-9_]*):\s*"?\$\{\1:-([^}]+)\}"?\s*(?:#.*)?$')
 _PLAIN_LINE = re.compile(r'^\s+([A-Z][A-Z0-9_]*):\s*"?([^"\s$]+)"?\s*(?:#.*)?$')
@@ -102,6 +114,34 @@ def load(path: Path = COMPOSE_FILE, environ: Mapping[str, str] | None = None) ->
     return Pins(versions=versions, source=path)
 
 
+def from_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """The pins set in `environ` (an image build's args), validated."""
+    versions = {k: environ[k] for k in PACKAGES if environ.get(k)}
+    for key, value in versions.items():
+        if not _VERSION.match(value):
+            raise PinError(f"environment: {key}={value!r} is not a version")
+    return versions
+
+
+def constraints(versions: Mapping[str, str]) -> list[str]:
+    """pip constraint lines (`name==version`) for the pins in `versions`."""
+    return [f"{pkg}=={versions[key]}" for key, pkgs in PACKAGES.items() if key in versions for pkg in pkgs]
+
+
+def requirements(extra: str, pyproject: Path = PYPROJECT) -> list[str]:
+    """The requirement lines of one of pyproject.toml's optional-dependency groups."""
+    import tomllib
+
+    try:
+        project = tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]
+    except (OSError, KeyError, tomllib.TOMLDecodeError) as exc:
+        raise PinError(f"{pyproject}: no [project] table to read ({exc})") from exc
+    groups = project.get("optional-dependencies", {})
+    if extra not in groups:
+        raise PinError(f"{pyproject}: no optional-dependencies group {extra!r} (it has {', '.join(groups)})")
+    return list(groups[extra])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="rig.pins", description=__doc__.splitlines()[0])
     parser.add_argument("--file", type=Path, default=COMPOSE_FILE, help="compose file to read")
@@ -109,14 +149,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-env", action="store_true", help="ignore NAME=... overrides from the environment"
     )
+    parser.add_argument("--env-only", action="store_true",
+                        help="the pins from the environment alone (an image build, without the compose file)")
+    parser.add_argument("--constraints", action="store_true", help="print pip constraint lines")
+    parser.add_argument("--requirements", metavar="EXTRA",
+                        help="print the requirement lines of pyproject.toml's optional dependencies EXTRA")
+    parser.add_argument("--pyproject", type=Path, default=PYPROJECT, help="with --requirements")
     args = parser.parse_args(argv)
     try:
-        pins = load(args.file, None if args.no_env else os.environ)
+        if args.requirements:
+            lines = requirements(args.requirements, args.pyproject)
+        elif args.env_only:
+            lines = constraints(from_env(os.environ))
+        else:
+            versions = load(args.file, None if args.no_env else os.environ).versions
+            if args.constraints:
+                lines = constraints(versions)
+            else:
+                lines = [f"{k}={v}" if args.shell else f"{k}: {v}" for k, v in versions.items()]
     except PinError as exc:
         print(f"rig.pins: {exc}", file=sys.stderr)
         return 2
-    for key, value in pins.versions.items():
-        print(f"{key}={value}" if args.shell else f"{key}: {value}")
+    print("\n".join(lines))
     return 0
 
 

@@ -111,9 +111,12 @@ def test_compose_keeps_the_version_pins_and_passes_them_as_build_args() -> None:
     model = compose_check.resolved_model(COMPOSE)
     pins = model["x-versions"]
     assert set(pins) >= {"LIVEKIT_AGENTS_VERSION", "LOCUST_VERSION", "PROMETHEUS_CLIENT_VERSION"}
-    for name in ("agent", "locust-master", "locust-worker"):
+    for name in ("agent", "locust-master"):
         args = model["services"][name]["build"]["args"]
         assert {k: args[k] for k in pins} == pins, name
+    # the workers run the image the master builds (one build, one image)
+    assert model["services"]["locust-worker"]["image"] == model["services"]["locust-master"]["image"]
+    assert "build" not in model["services"]["locust-worker"]
     assert dockerfile_check.build_arg_problems(model) == []
 
 
@@ -224,10 +227,19 @@ def test_a_dockerfile_arg_compose_does_not_pass_is_named(repo_copy: Path) -> Non
     _edit(path, "ARG LOCUST_VERSION\n", "ARG LOCUST_VERSION\nARG GEVENT_VERSION\n")
     model = compose_check.resolved_model(repo_copy / "docker-compose.yml")
     problems = dockerfile_check.build_arg_problems(model, (repo_copy / "agent" / "Dockerfile", path))
-    assert sorted(problems) == [
-        f"service {name}: builds {path} without build arg GEVENT_VERSION"
-        for name in ("locust-master", "locust-worker")
-    ], problems
+    # one image for the master and the workers: only locust-master builds it
+    assert problems == [f"service locust-master: builds {path} without build arg GEVENT_VERSION"], problems
+
+
+def test_the_go_image_names_the_release_go_mod_needs(repo_copy: Path) -> None:
+    dockerfile, gomod = REPO / "loadgen" / "Dockerfile", REPO / "loadgen" / "lkmedia" / "go.mod"
+    assert dockerfile_check.go_image_problems(dockerfile, gomod) == []
+    wants = next(line.split()[1] for line in gomod.read_text().splitlines() if line.startswith("go "))
+    minor = ".".join(wants.split(".")[:2])
+    copy = repo_copy / "loadgen" / "Dockerfile"
+    _edit(copy, "FROM golang:", f"FROM golang:{minor}-bookworm AS old\nFROM golang:")
+    problems = dockerfile_check.go_image_problems(copy, gomod)
+    assert len(problems) == 1 and f"golang:{minor} is not a whole Go release" in problems[0], problems
 
 
 # --- Prometheus -------------------------------------------------------------------------------------

@@ -4,7 +4,9 @@
 
 - hadolint at --failure-threshold warning (info-level notes do not fail);
 - every ARG a Dockerfile needs (no default) is passed as a build arg by each compose service that
-  builds it, so `docker compose build` cannot run with an empty version.
+  builds it, so `docker compose build` cannot run with an empty version;
+- the golang image names a whole Go release no older than loadgen/lkmedia/go.mod's go line (the
+  image builds with GOTOOLCHAIN=local, so an older cached golang:1.26 would fail the build).
 """
 
 from __future__ import annotations
@@ -65,12 +67,27 @@ def build_arg_problems(model: dict[str, Any], dockerfiles: tuple[Path, ...] = DO
     return problems
 
 
+def go_image_problems(dockerfile: Path, gomod: Path) -> list[str]:
+    wants = re.search(r"(?m)^go (\S+)$", gomod.read_text())
+    tags = re.findall(r"(?m)^FROM golang:(\S+?)-\S+", dockerfile.read_text())
+    if not wants or not tags:
+        return [f"{_rel(dockerfile)}: no `FROM golang:X.Y.Z-...` stage, or {_rel(gomod)} has no go line"]
+
+    def version(text: str) -> tuple[int, ...]:
+        return tuple(int(x) for x in text.split("."))
+
+    return [f"{_rel(dockerfile)}: golang:{tag} is not a whole Go release at least {_rel(gomod)}'s go"
+            f" {wants[1]} (the build runs with GOTOOLCHAIN=local)"
+            for tag in tags if tag.count(".") != 2 or version(tag) < version(wants[1])]
+
+
 def check(
     compose_file: Path = REPO / "docker-compose.yml", dockerfiles: tuple[Path, ...] = DOCKERFILES
 ) -> list[str]:
     problems = []
     for d in dockerfiles:
         problems += hadolint_problems(d)
+    problems += go_image_problems(REPO / "loadgen" / "Dockerfile", REPO / "loadgen" / "lkmedia" / "go.mod")
     return problems + build_arg_problems(compose_check.resolved_model(compose_file), dockerfiles)
 
 
@@ -79,7 +96,7 @@ def main(argv: list[str]) -> int:
     for p in problems:
         print(f"FAIL {p}")
     if not problems:
-        print(f"OK   {', '.join(str(_rel(d)) for d in DOCKERFILES)}: hadolint, build args")
+        print(f"OK   {', '.join(str(_rel(d)) for d in DOCKERFILES)}: hadolint, build args, Go image")
     return 1 if problems else 0
 
 
