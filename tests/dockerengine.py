@@ -176,7 +176,7 @@ def private_engine(*, data_root: Path | None = None, netns: bool = False) -> Ite
     base = Path(tempfile.mkdtemp(prefix="lkrig-dockerd-", dir="/tmp"))
     (base / "daemon.json").write_text("{}")  # not the host's /etc/docker/daemon.json
     sock = base / "docker.sock"
-    ns = f"lkrig-test-{os.getpid()}"
+    ns = f"lkrig-{base.name.removeprefix('lkrig-dockerd-')}"  # one per engine: two may run at once
     lock = None
     if data_root is not None:
         data_root.mkdir(parents=True, exist_ok=True)
