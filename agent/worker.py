@@ -7,7 +7,6 @@ PROMETHEUS_MULTIPROC_DIR, which the worker's /metrics aggregates, so they outliv
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
@@ -17,16 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from livekit.agents import AgentServer, JobContext, JobProcess, cli
-from lkrig_instrument import instrument, process_sampler
+from lkrig_instrument import LEDGER, instrument, process_sampler, protocol
 from lkrig_instrument.server import ProcessTreeLoad, watch_worker_start
 
-from livekit import rtc
-
 from . import latency, scenarios, session
-from .providers.scripted_stt import TRANSCRIPT_TOPIC, TranscriptFeed
+from .providers.scripted_stt import TranscriptFeed
 
 log = logging.getLogger("lkrig.agent")
-EVENT_TOPIC = "lkrig.event"
 
 
 class BadJob(ValueError):
@@ -64,54 +60,34 @@ def prewarm(proc: JobProcess) -> None:
     proc.userdata["vad"] = silero.VAD.load()
 
 
-async def _publish(room: rtc.Room, event: dict[str, Any]) -> None:
-    try:
-        await room.local_participant.publish_data(
-            json.dumps(event).encode(), reliable=True, topic=EVENT_TOPIC)
-    except Exception:  # the caller may already be gone
-        log.debug("could not publish %s", event)
-
-
 async def entrypoint(ctx: JobContext) -> None:
     try:
         scenario, profile, seed = parse_metadata(ctx.job.metadata or "")
     except BadJob as e:
         log.error("%s (room %s)", e, ctx.room.name)
         await ctx.connect()
-        await _publish(ctx.room, {"event": "bad_job", "detail": str(e)})
+        await protocol.EventSender(ctx.room).publish(protocol.bad_job(str(e)))
         ctx.shutdown(reason=str(e))
         return
 
     await ctx.connect()
     feed = TranscriptFeed()
-
-    def on_data(packet: rtc.DataPacket) -> None:
-        if packet.topic == TRANSCRIPT_TOPIC:
-            feed.announce(packet.data)
-
-    ctx.room.on("data_received", on_data)
+    feed.listen(ctx.room)
     sess, agent = session.build(scenario, profile, seed, feed=feed, vad=ctx.proc.userdata["vad"])
     # RIG_INSTRUMENT=off: no probe, for measuring what the instrumentation costs (bench/overhead.py)
     probe = None if _instrument_off() else instrument(sess, scenario=scenario, profile=profile.name)
-    pending: set[asyncio.Task[None]] = set()
-
-    def notify(event: dict[str, Any]) -> None:
-        task = asyncio.create_task(_publish(ctx.room, event))
-        pending.add(task)
-        task.add_done_callback(pending.discard)
-
-    from lkrig_instrument import LEDGER
+    notify = protocol.EventSender(ctx.room).send
 
     def on_error(kind: str, labels: dict[str, str], owner: object) -> None:
         if owner is probe or owner is None:
-            notify({"event": "error", "kind": kind})
+            notify(protocol.error(kind))
 
     if probe is not None:
         LEDGER.add_listener(on_error)
 
     def on_transcribed(ev: Any) -> None:
         if ev.is_final and ev.transcript.strip():
-            notify({"event": "turn", "turn": feed.last_turn})
+            notify(protocol.turn(feed.last_turn))
 
     sess.on("user_input_transcribed", on_transcribed)
 
@@ -119,16 +95,14 @@ async def entrypoint(ctx: JobContext) -> None:
         # added when its playout ends, so these arrive in the order the caller heard them
         item = ev.item
         if getattr(item, "type", "") == "message" and item.role == "assistant":
-            notify({"event": "said", "text": item.text_content or "",
-                    "interrupted": bool(item.interrupted)})
+            notify(protocol.said(item.text_content or "", bool(item.interrupted)))
 
     sess.on("conversation_item_added", on_item)
     if probe is not None:
         ctx.add_shutdown_callback(lambda: _finish(probe))
     await sess.start(agent=agent, room=ctx.room)
     # which process ran the job: tests check that its counts outlive it
-    notify({"event": "session", "pid": os.getpid(), "scenario": scenario,
-            "profile": profile.name, "agents_version": session.AGENTS_VERSION})
+    notify(protocol.session(os.getpid(), scenario, profile.name, session.AGENTS_VERSION))
 
 
 def _instrument_off() -> bool:

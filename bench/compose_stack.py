@@ -37,7 +37,7 @@ from check_panels_live import PrometheusUnreachable, check_panels_live  # noqa: 
 from dockerengine import compose, compose_argv, import_standins, private_engine, run_in  # noqa: E402
 
 from bench import agentload as al  # noqa: E402
-from rig import envfile, native  # noqa: E402
+from rig import envfile, paths  # noqa: E402
 
 DASHBOARD = REPO / "grafana" / "dashboards" / "speech-scheduling.json"
 BUILD_HOST = REPO / "tests" / "compose" / "build-host.yml"
@@ -78,7 +78,7 @@ def up_once(data_root: Path, env_file: Path, timeout: float) -> dict[str, Any]:
                         raise SystemExit(f"docker compose up failed:\n{up.communicate()[1][-4000:]}")
                     argv, env = compose_argv(
                         client, env_file, "run", "--rm", "--no-deps", "locust-worker", "python", "-m",
-                        "loadgen.caller", "--scenario", "seed", "--profile", "fast",
+                        "loadgen.cli", "--scenario", "seed", "--profile", "fast",
                         "--say", "Hi, I'd like to hear about your programs.")
                     caller = subprocess.Popen(argv, env=env, cwd=REPO, stdout=subprocess.DEVNULL,
                                               stderr=subprocess.DEVNULL)
@@ -111,11 +111,11 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="lkrig-bench-compose-"))
     env_file = work / ".env"
     envfile.create_from_example(env_file, REPO / ".env.example")
-    kept = native.cache_dir() / "dockerd"
+    kept = paths.cache_dir() / "dockerd"
     result: dict[str, Any] = {}
     try:
         if not args.no_cold:
-            cold_root = native.cache_dir() / "dockerd-bench-cold"
+            cold_root = paths.cache_dir() / "dockerd-bench-cold"
             shutil.rmtree(cold_root, ignore_errors=True)
             try:
                 result["cold_build_s"], _ = build(cold_root, env_file)

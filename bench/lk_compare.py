@@ -31,7 +31,7 @@ sys.path.insert(0, str(REPO))
 
 from bench import agentload as al  # noqa: E402
 from bench import loadgen_capacity as lc  # noqa: E402
-from rig import native, procs  # noqa: E402
+from rig import native, paths, procs  # noqa: E402
 
 CLIP_TEXT = ("What programs do you have for kids? She is seven years old, and a girl. "
              "Do you have anything on Saturday morning?")
@@ -48,7 +48,7 @@ def lk_binary() -> tuple[Path | None, str]:
 
 def lkpub_binary() -> Path:
     src = REPO / "bench" / "lkpub"
-    out = native.cache_dir() / "lkpub" / "lkpub"
+    out = paths.cache_dir() / "lkpub" / "lkpub"
     newest = max(p.stat().st_mtime for p in src.iterdir())
     if not out.exists() or out.stat().st_mtime < newest:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -59,7 +59,7 @@ def lkpub_binary() -> Path:
 
 def opus_clip() -> Path:
     """espeak-ng speech, Opus at 32 kb/s in 20 ms packets, one per Ogg page (cached)."""
-    out = native.cache_dir() / "lkpub" / "clip.ogg"
+    out = paths.cache_dir() / "lkpub" / "clip.ogg"
     if not out.exists():
         wav = out.with_suffix(".wav")
         subprocess.run(["espeak-ng", "-w", str(wav), CLIP_TEXT], check=True)

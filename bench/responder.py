@@ -3,9 +3,9 @@
 The benchmark measures the callers, so the far end must cost little and know exactly when it
 spoke: this process joins rooms as an agent-kind participant through the callers' own media
 engine (loadgen/media.py; no livekit-agents, no VAD, no subscription to the caller's audio),
-and answers each caller utterance announced on `lkrig.transcript` with pre-rendered speech
-after a random delay. After each reply it publishes
-`{"event": "bench_reply", "turn": id, "speech_start": t}` on `lkrig.event`, where t is the
+and answers each caller utterance announced on the transcript topic (lkrig_instrument.protocol)
+with pre-rendered speech after a random delay. After each reply it publishes
+`{"event": "bench_reply", "turn": id, "speech_start": t}` on the event topic, where t is the
 CLOCK_MONOTONIC time its first speech sample went out (shared by every process on the host):
 the truth the caller's measured onset is compared with.
 
@@ -21,6 +21,8 @@ import random
 import sys
 import time
 from typing import Any
+
+from lkrig_instrument import protocol
 
 from loadgen.audio import UtteranceCache
 from loadgen.media import MediaEngine
@@ -41,12 +43,11 @@ class Room:
 
     def on_media(self, ev: dict[str, Any]) -> None:
         kind = ev.get("ev")
-        if kind == "data" and ev.get("topic") == "lkrig.transcript":
-            try:
-                msg = json.loads(ev["payload"])
-                turn, text = str(msg["turn"]), str(msg["text"])
-            except (ValueError, KeyError, TypeError):
+        if kind == "data" and ev.get("topic") == protocol.TRANSCRIPT_TOPIC:
+            said = protocol.read_transcript(ev["payload"])
+            if said is None:
                 return
+            turn, text = said
             task = asyncio.ensure_future(self.reply(turn, text, float(ev["t"])))
             self.tasks.add(task)
             task.add_done_callback(self.tasks.discard)
@@ -76,7 +77,7 @@ class Room:
         start, _ = await self.room.play(self.owner.reply)
         note = json.dumps({"event": "bench_reply", "turn": turn, "speech_start": start})
         with contextlib.suppress(Exception):
-            await self.room.publish_data("lkrig.event", note, 10.0)
+            await self.room.publish_data(protocol.EVENT_TOPIC, note, 10.0)
 
 
 class Responder:

@@ -32,7 +32,7 @@ sys.path.insert(0, str(REPO / "tests" / "tools"))
 from check_panels_live import PrometheusUnreachable, check_panels_live  # noqa: E402
 
 from bench import agentload as al  # noqa: E402
-from rig import native  # noqa: E402
+from rig import ports  # noqa: E402
 
 DASHBOARD = REPO / "grafana" / "dashboards" / "speech-scheduling.json"
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "startup.jsonl"
@@ -43,7 +43,7 @@ def one(args: argparse.Namespace, run_dir: Path) -> dict[str, object]:
     argv = [str(rig), "up", "--native", "--port-offset", str(args.port_offset), "--run-dir", str(run_dir),
             "--env-file", str(run_dir / ".env"), "--agents", str(args.agents),
             "--loadgen-workers", str(args.loadgen_workers)]
-    prom = f"http://127.0.0.1:{native.PROMETHEUS_PORT + args.port_offset}"
+    prom = f"http://127.0.0.1:{ports.PROMETHEUS_PORT + args.port_offset}"
     t0 = time.monotonic()
     p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO)
     healthy: list[float] = []

@@ -53,7 +53,7 @@ def main() -> int:
                "LIVEKIT_API_SECRET": info.api_secret}
         for i in range(args.calls):
             out = subprocess.run(
-                [sys.executable, "-m", "loadgen.caller", "--agent-name", info.agent_name,
+                [sys.executable, "-m", "loadgen.cli", "--agent-name", info.agent_name,
                  "--scenario", "fix_filler_in_on_enter", "--profile", "bench_fixed",
                  "--seed", str(i), "--listen-first", "--say", "Can you repeat that, please?"],
                 capture_output=True, text=True, env=env, cwd=REPO, timeout=120)

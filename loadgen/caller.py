@@ -1,15 +1,16 @@
 """One real WebRTC caller: creates a room, dispatches the agent, speaks, listens, measures.
 
-Plain asyncio, no gevent: run it in its own process (the Locust side only orchestrates, see
-../shared/research/feasibility.md). The room API calls (create, dispatch, delete) go through
-livekit.api; the media (WebRTC, Opus, the microphone's pacing, the agent's audio and its
-speech edges) run in the media engine (loadgen/media.py, a Go process shared by the callers
-of a driver). Every wait is bounded and every failure is returned as a named outcome/reason
-instead of raised.
+Plain asyncio, no gevent: run it in its own process, never in Locust's (the Locust side only
+orchestrates). Under Locust's gevent monkey-patching, an asyncio loop's default executor runs on
+greenlets of a hub that never runs, so `run_in_executor` and DNS lookups hang. The room API
+calls (create, dispatch, delete) go through livekit.api; the media (WebRTC, Opus, the
+microphone's pacing, the agent's audio and its speech edges) run in the media engine
+(loadgen/media.py, a Go process shared by the callers of a driver). Every wait is bounded and
+every failure is returned as a named outcome/reason instead of raised.
 
 Clock: time.monotonic() throughout (CLOCK_MONOTONIC, shared by all processes on the host).
 
-    python -m loadgen.caller --url ws://127.0.0.1:7880 --scenario seed --profile fast \
+    python -m loadgen.cli --url ws://127.0.0.1:7880 --scenario seed --profile fast \
         --say "What programs do you have for kids?" --say "She is seven, a girl."
 """
 
@@ -25,6 +26,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+from lkrig_instrument import protocol
+
 from livekit import api
 from loadgen.audio import UtteranceCache
 from loadgen.detect import Segment
@@ -38,9 +41,6 @@ from loadgen.results import (
     TurnOutcome,
     TurnResult,
 )
-
-TRANSCRIPT_TOPIC = "lkrig.transcript"
-EVENT_TOPIC = "lkrig.event"
 
 
 @dataclass(frozen=True)
@@ -304,15 +304,9 @@ class Caller:
                 self.agent_left_at = time.monotonic()
                 self.monitor.notify()
         elif kind == "data":
-            if ev.get("topic") != EVENT_TOPIC:
+            if ev.get("topic") != protocol.EVENT_TOPIC:
                 return
-            try:
-                msg = json.loads(ev.get("payload") or "")
-            except ValueError:
-                msg = {"event": "malformed", "raw": str(ev.get("payload"))[:200]}
-            if not isinstance(msg, dict):
-                msg = {"event": "malformed", "raw": str(msg)[:200]}
-            self.events.append((time.monotonic(), msg))
+            self.events.append((time.monotonic(), protocol.read_event(ev.get("payload"))))
             self.monitor.notify()
         elif kind in ("disconnected", "engine_exit"):
             self.disconnected = str(ev.get("reason") or ev.get("detail") or kind)
@@ -347,7 +341,8 @@ class Caller:
         # The agent's scripted STT needs the transcript before the audio ends; a broken data
         # channel must not hang the caller, the turn then shows what the agent did without it.
         try:
-            await self._room.publish_data(TRANSCRIPT_TOPIC, json.dumps({"turn": turn_id, "text": text}),
+            await self._room.publish_data(protocol.TRANSCRIPT_TOPIC,
+                                          protocol.dumps(protocol.transcript(turn_id, text)),
                                           self.cfg.connect_timeout_s)
         except Exception as e:  # reported in the turn's detail
             self._transcript_errors[turn_id] = f"transcript not sent: {type(e).__name__}: {e}"[:200]
@@ -403,8 +398,8 @@ class Caller:
         Ends when the agent has been quiet for settle_s after replying (ok), when nothing
         started within dead_air_timeout_s (dead_air), when turn_timeout_s passes with the
         agent still talking or pausing (agent_cut_off), when the agent leaves (agent_lost),
-        or when `stop` is set (a barge-in: whatever was heard so far). Any lkrig.event
-        error notice during the turn makes it agent_error.
+        or when `stop` is set (a barge-in: whatever was heard so far). Any error event
+        from the agent during the turn makes it agent_error.
         """
         cfg = self.cfg
         dead = since + (dead_air_timeout_s if dead_air_timeout_s is not None else cfg.dead_air_timeout_s)
@@ -448,7 +443,7 @@ class Caller:
         started = self._speech_started.get(turn_id, since)
         events = [dict(msg, t=round(t - since, 4)) for t, msg in self.events if started <= t <= closed]
         if outcome in ("ok", "dead_air", "agent_cut_off") and any(
-                e.get("event") == "error" for e in events):
+                protocol.is_event(e, protocol.ERROR) for e in events):
             outcome = "agent_error"
         onset = mon.first_onset_after(since)
         segs = [SegmentOut(s.start - since, s.end - since) for s in seg.segments
@@ -517,10 +512,3 @@ async def _wait_event(event: asyncio.Event, deadline: float) -> bool:
 
 
 __all__ = ["AgentAudioMonitor", "Caller", "CallerConfig"]
-
-if __name__ == "__main__":
-    import sys
-
-    from loadgen.cli import main
-
-    sys.exit(main())

@@ -1,4 +1,4 @@
-"""`python -m loadgen.caller`: one call against a running stack, JSON result on stdout.
+"""`python -m loadgen.cli`: one call against a running stack, JSON result on stdout.
 
 Exit status: 0 when the conversation completed, 1 when it ended with another outcome
 (no_agent, dead_air, ...; the JSON says which), 2 on bad input or a missing tool.
@@ -38,7 +38,7 @@ def _nonempty(text: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m loadgen.caller", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m loadgen.cli", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--url", default=os.environ.get("LIVEKIT_URL"),
                    help="LiveKit server ws:// URL (default: $LIVEKIT_URL)")
@@ -134,8 +134,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = asyncio.run(run(args))
     except (ValueError, RenderError) as e:
-        print(f"loadgen.caller: error: {e}", file=sys.stderr)
+        print(f"loadgen.cli: error: {e}", file=sys.stderr)
         return 2
     json.dump(result, sys.stdout, indent=2)
     sys.stdout.write("\n")
     return 0 if result["outcome"] == "completed" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -25,6 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from lkrig_instrument import protocol
+
 from loadgen.convscript import Script, Turn
 from loadgen.results import TurnResult
 
@@ -62,8 +64,7 @@ def check_expectations(turn: Turn, result: TurnResult) -> str | None:
     """What the turn's `expect` block found wrong, or None."""
     e = turn.expect
     problems = []
-    if e.agent_turn and not any(
-            ev.get("event") == "turn" and ev.get("turn") == turn.id for ev in result.events):
+    if e.agent_turn and not protocol.committed(result.events, turn.id):
         problems.append("agent_turn: the agent reported no turn for this utterance")
     if e.max_latency_ms is not None and result.latency_s is not None \
             and result.latency_s * 1000 > e.max_latency_ms:
@@ -202,8 +203,7 @@ class Conversation:
 
 
 def _error_kinds(result: TurnResult) -> str | None:
-    kinds = [str(e.get("kind") or e.get("detail") or e.get("event")) for e in result.events
-             if e.get("event") in ("error", "bad_job", "malformed")]
+    kinds = [protocol.failure_kind(e) for e in result.events if protocol.is_event(e, *protocol.FAILURES)]
     return ", ".join(kinds) or None
 
 

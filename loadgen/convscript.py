@@ -39,7 +39,7 @@ class BargeIn:
 
 @dataclass(frozen=True)
 class Expect:
-    agent_turn: bool = False  # the agent reports committing this turn (lkrig.event "turn")
+    agent_turn: bool = False  # the agent reports committing this turn (protocol.TURN event)
     max_latency_ms: float | None = None
     min_reply_ms: float | None = None  # at least this much agent speech in the reply
 

@@ -42,6 +42,7 @@ if str(_REPO) not in sys.path:  # `locust -f loadgen/locustfile.py` from any dir
 import gevent  # noqa: E402
 import gevent.queue  # noqa: E402
 import locust.runners  # noqa: E402
+from lkrig_instrument import protocol  # noqa: E402
 from locust import User, events, task  # noqa: E402
 from locust.env import Environment  # noqa: E402
 from locust.runners import LocalRunner, MasterRunner, WorkerRunner  # noqa: E402
@@ -231,8 +232,8 @@ def _why(r: dict[str, Any]) -> str | None:
     """A turn's failure as the UI groups it: outcome (error kinds): detail."""
     if r["outcome"] == "ok":
         return None
-    kinds = ", ".join(str(e.get("kind") or e.get("detail")) for e in r["events"]
-                      if e.get("event") in ("error", "bad_job"))
+    kinds = ", ".join(protocol.failure_kind(e) for e in r["events"]
+                      if protocol.is_event(e, protocol.ERROR, protocol.BAD_JOB))
     return r["outcome"] + (f" ({kinds})" if kinds else "") + (f": {r['detail']}" if r.get("detail") else "")
 
 

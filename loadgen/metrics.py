@@ -4,8 +4,9 @@ Workers never serve /metrics. Each keeps a `Recorder` (plain counts, no promethe
 state) and hands its deltas to Locust's own worker report (`events.report_to_master`, every
 few seconds and once more when the worker stops); the master merges them in an `Aggregate`
 that a custom collector serves on one port. This works across hosts, needs one scrape target
-and matches Locust's own totals (../shared/research/feasibility.md Q5, option B). A standalone
-(`LocalRunner`) Locust feeds its Recorder into the Aggregate directly.
+and matches Locust's own totals (measured: at the end of a two-worker run, the master's
+histogram count equalled Locust's request count). A standalone (`LocalRunner`) Locust feeds
+its Recorder into the Aggregate directly.
 
 Names, types, labels and buckets come from lkrig_instrument.names only.
 """

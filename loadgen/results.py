@@ -80,7 +80,8 @@ class TurnResult(_Jsonable):
     agent_speaking_at_eou: bool = False
     # Seconds from the end of utterance until the turn was closed.
     listened_s: float = 0.0
-    # lkrig.event packets received during the turn, with "t" relative to the end of utterance.
+    # The agent's events (lkrig_instrument.protocol) received during the turn, with "t" relative
+    # to the end of utterance.
     events: list[dict[str, Any]] = field(default_factory=list)
     detail: str | None = None
     eou: float = 0.0  # time.monotonic() of the end of utterance (process-local clock)

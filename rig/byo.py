@@ -14,25 +14,20 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
-import os
 import shutil
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-INSTRUMENT = REPO / "instrument"
+from rig.paths import INSTRUMENT, cache_dir
+
 STAMP = ".lkrig-byo-stamp"
 PIP_TIMEOUT_S = 1800.0
 
 
 class ByoError(RuntimeError):
     """The user's requirements cannot be installed; the message says which file and why."""
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("RIG_CACHE") or Path.home() / ".cache" / "lkrig")
 
 
 def _base_python() -> str:

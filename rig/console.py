@@ -6,7 +6,8 @@ from __future__ import annotations
 import contextlib
 import signal
 import sys
-from collections.abc import Iterator
+import traceback
+from collections.abc import Callable, Iterator
 from types import FrameType
 
 EXIT_USAGE = 2  # bad input, found before anything starts
@@ -47,3 +48,32 @@ def stop_on_signals() -> Iterator[None]:
     finally:
         for sig in STOP_SIGNALS:
             signal.signal(sig, signal.SIG_IGN)
+
+
+def run_then_tear_down(cmd: str, body: Callable[[], int], teardown: Callable[[], list[str]],
+                       errors: tuple[type[Exception], ...] = (),
+                       interrupted: Callable[[], int] | None = None) -> int:
+    """The skeleton of every command that starts something: run `body` (its exit code) with a stop
+    signal raising Stop, then always `teardown`, uninterruptible, whose leftovers fail the command.
+    `errors` are expected failures, said in one line; anything else is a bug, said with its
+    traceback. `interrupted` says what a stop signal means (default: "interrupted", exit 130)."""
+    try:
+        with stop_on_signals():
+            rc = body()
+    except Stop:
+        if interrupted is None:
+            out(f"{cmd}: interrupted; stopping everything")
+            rc = EXIT_INTERRUPTED
+        else:
+            rc = interrupted()
+    except errors as e:
+        err(f"{cmd}: {e}")
+        rc = 1
+    except Exception:  # a bug or an unforeseen state: say so, and still stop everything
+        err(f"{cmd}: failed:\n{traceback.format_exc()}")
+        rc = 1
+    left = teardown()
+    if left:
+        err(f"{cmd}: could not stop {'; '.join(left)}")
+        rc = rc or 1
+    return rc

@@ -1,39 +1,31 @@
 """Faults injected at offsets into a `rig run`: `--fault NAME@OFFSET[:ARGS]`.
 
-    kill-agent@120s          SIGKILL one agent worker with its job processes (a crash), then
-                             start it again on the same metrics folder, so no count is lost
-    drain-agent@90s          SIGTERM one agent worker: it takes no new job, its conversations
-                             finish, it exits; then it is started again
-    restart-livekit@3m       stop livekit-server (SIGTERM, SIGKILL after 5 s) and start it again
-    slow-provider@60s:+800ms[:llm|:tts|:stt|:tool][:for=30s]
-                             add latency to one provider's samples in every running session
-                             (default llm), until the end of the run or for the given time
-
-Natively the faults are process control on the stack `rig run` started (rig.native). A compose
-project takes the same four operations through the Docker SDK: rig.compose_faults.ComposeFaults,
-with the same interface as NativeFaults (tests/test_compose_faults.py runs it on a real engine).
+Each kind is one class below, registered with @kind: how it parses its arguments, whether it cuts
+calls (the reconciliation then bounds the turns it may have lost), whether it holds the stop lock,
+the backends it runs on, and `apply`, which uses only the primitives of rig.backends.base.Backend.
+The `--fault` help text and the table in docs/soak-and-faults.md come from this registry
+(`python -m rig.faults --markdown` prints the table). Adding a fault is one class here and its test.
 """
 
 from __future__ import annotations
 
-import json
 import queue
 import re
-import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
 
 from lkrig_instrument import names
 
-from rig import headless, native
+from rig import headless, netcut, promapi
 
-KINDS = ("kill-agent", "drain-agent", "restart-livekit", "slow-provider")
-# The provider a slow-provider fault slows, by its short name: the first-byte component of each.
-PROVIDERS = {"llm": "llm_ttft", "tts": "tts_first_byte", "stt": "stt_final", "tool": "tool"}
+if TYPE_CHECKING:
+    from rig.backends.base import Backend
+
 DRAIN_WAIT_S = headless.STOP_TIMEOUT_S + 60  # a conversation in progress finishes first
+GONE_WAIT_S = 10.0  # after a SIGKILL, the process or container is gone within this
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h)?$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 
@@ -49,46 +41,62 @@ def seconds(text: str, what: str) -> float:
     return float(m.group(1)) * _UNITS[m.group(2)]
 
 
-@dataclass(frozen=True)
 class Fault:
-    spec: str
-    kind: str
-    at: float  # seconds into the run
-    add_ms: float = 0.0
-    components: tuple[str, ...] = ()
-    lasts: float | None = None  # slow-provider only; None = to the end of the run
+    """One parsed --fault. Subclasses set the class attributes and, if they take arguments after
+    the offset, `parse_args`."""
+
+    name: ClassVar[str]
+    usage: ClassVar[str]  # the spec as a user writes it, with its arguments
+    summary: ClassVar[str]
+    cuts_calls: ClassVar[bool] = False  # a call in progress may lose its agent or server
+    exclusive: ClassVar[bool] = True  # one exclusive fault at a time (they stop things)
+    backends: ClassVar[tuple[str, ...]] = ("native", "compose")
+    isolates_agents: ClassVar[bool] = False  # natively, each agent needs a cgroup of its own
+
+    def __init__(self, spec: str, at: float, args: list[str]) -> None:
+        self.spec, self.at = spec, at
+        self.parse_args(args, f"--fault {spec}")
+
+    @property
+    def kind(self) -> str:
+        return self.name
+
+    def parse_args(self, args: list[str], where: str) -> None:
+        if args:
+            raise FaultError(f"{where}: {self.name} takes no arguments after the offset")
+
+    def check(self, backend: str) -> None:
+        """FaultError if this fault cannot run on `backend` ("native" or "compose") here."""
+        if backend not in self.backends:
+            raise FaultError(f"--fault {self.spec}: {self.name} runs on {' and '.join(self.backends)}"
+                             f" stacks only, not {backend}")
+
+    def apply(self, run: FaultScheduler) -> None:
+        raise NotImplementedError
+
+
+KINDS: dict[str, type[Fault]] = {}
+
+
+def kind(cls: type[Fault]) -> type[Fault]:
+    KINDS[cls.name] = cls
+    return cls
 
 
 def parse(spec: str) -> Fault:
     where = f"--fault {spec}"
-    kind, sep, rest = spec.partition("@")
-    if kind not in KINDS:
-        raise FaultError(f"{where}: unknown fault {kind!r}; choose from {', '.join(KINDS)}")
+    name, sep, rest = spec.partition("@")
+    if name not in KINDS:
+        raise FaultError(f"{where}: unknown fault {name!r}; choose from {', '.join(KINDS)}")
     if not sep:
-        raise FaultError(f"{where}: give the offset into the run, like {kind}@120s")
+        raise FaultError(f"{where}: give the offset into the run, like {name}@120s")
     when, *args = rest.split(":")
-    at = seconds(when, where)
-    if kind != "slow-provider":
-        if args:
-            raise FaultError(f"{where}: {kind} takes no arguments after the offset")
-        return Fault(spec, kind, at)
-    if not args or not args[0].startswith("+"):
-        raise FaultError(f"{where}: say how much latency to add, like slow-provider@60s:+800ms")
-    amount = args[0][1:]
-    if amount.replace(".", "", 1).isdigit():
-        amount += "ms"  # a bare number is milliseconds
-    add_ms = seconds(amount, where) * 1000.0
-    provider, lasts = "llm", None
-    for arg in args[1:]:
-        if arg in PROVIDERS:
-            provider = arg
-        elif arg.startswith("for="):
-            lasts = seconds(arg[4:], where)
-        else:
-            raise FaultError(f"{where}: unknown argument {arg!r}; give one of {', '.join(PROVIDERS)}"
-                             " or for=DURATION")
-    assert PROVIDERS[provider] in names.INJECTED_COMPONENTS
-    return Fault(spec, kind, at, add_ms, (PROVIDERS[provider],), lasts)
+    return KINDS[name](spec, seconds(when, where), args)
+
+
+def check_backend(faults: list[Fault], backend: str) -> None:
+    for f in faults:
+        f.check(backend)
 
 
 def busiest(metrics_urls: dict[str, str | None]) -> tuple[str | None, str]:
@@ -101,11 +109,11 @@ def busiest(metrics_urls: dict[str, str | None]) -> tuple[str | None, str]:
         if url is None:
             continue
         try:
-            samples = headless.scrape(url, timeout=2)
+            samples = promapi.scrape(url, timeout=2)
         except OSError:
             continue
-        sessions = headless.total(samples, names.SESSIONS_ACTIVE.name)
-        turns = headless.total(samples, names.TURNS.name)
+        sessions = promapi.total(samples, names.SESSIONS_ACTIVE.name)
+        turns = promapi.total(samples, names.TURNS.name)
         rank = (turns > 0, sessions)
         if best is None or rank > best:
             best, choice = rank, name
@@ -113,23 +121,152 @@ def busiest(metrics_urls: dict[str, str | None]) -> tuple[str | None, str]:
     return choice, load
 
 
+def pick_agent(run: FaultScheduler) -> tuple[str, str]:
+    """The busiest agent that no fault holds, and its load in words."""
+    urls = {n: u for n, u in run.backend.agent_metrics().items() if n not in run.busy}
+    if not urls:
+        raise RuntimeError(f"no running agent in {run.backend.label}")
+    name, load = busiest(urls)
+    return name or next(iter(urls)), load
+
+
+@kind
+class KillAgent(Fault):
+    name = "kill-agent"
+    usage = "kill-agent@120s"
+    summary = ("SIGKILL the busiest agent worker with its job processes (a crash), then start it"
+               " again; its counts carry over")
+    cuts_calls = True
+
+    def apply(self, run: FaultScheduler) -> None:
+        run.stop_and_restart(*pick_agent(run), "SIGKILL", GONE_WAIT_S, self.name)
+
+
+@kind
+class DrainAgent(Fault):
+    name = "drain-agent"
+    usage = "drain-agent@90s"
+    summary = ("SIGTERM the busiest agent worker: it takes no new job, its conversations finish,"
+               " it exits; then it is started again")
+
+    def apply(self, run: FaultScheduler) -> None:
+        run.stop_and_restart(*pick_agent(run), "SIGTERM", run.backend.drain_grace, self.name)
+
+
+@kind
+class RestartLivekit(Fault):
+    name = "restart-livekit"
+    usage = "restart-livekit@3m"
+    summary = "stop livekit-server (SIGTERM, SIGKILL after 5 s) and start it again"
+    cuts_calls = True
+
+    def apply(self, run: FaultScheduler) -> None:
+        run.stop_and_restart(run.backend.livekit, "", "SIGTERM", 5.0, self.name)
+
+
+# The provider a slow-provider fault slows, by its short name: the first-byte component of each.
+PROVIDERS = {"llm": "llm_ttft", "tts": "tts_first_byte", "stt": "stt_final", "tool": "tool"}
+
+
+def lasting(arg: str, where: str) -> float:
+    if not arg.startswith("for="):
+        raise FaultError(f"{where}: unknown argument {arg!r}; expected for=DURATION")
+    return seconds(arg[4:], where)
+
+
+@kind
+class SlowProvider(Fault):
+    name = "slow-provider"
+    usage = "slow-provider@60s:+800ms[:llm|:tts|:stt|:tool][:for=30s]"
+    summary = ("add latency to one provider's samples in every running session (default llm),"
+               " to the end of the run or for the given time")
+    exclusive = False
+
+    def parse_args(self, args: list[str], where: str) -> None:
+        if not args or not args[0].startswith("+"):
+            raise FaultError(f"{where}: say how much latency to add, like slow-provider@60s:+800ms")
+        amount = args[0][1:]
+        if amount.replace(".", "", 1).isdigit():
+            amount += "ms"  # a bare number is milliseconds
+        self.add_ms = seconds(amount, where) * 1000.0
+        provider, self.lasts = "llm", None
+        for arg in args[1:]:
+            if arg in PROVIDERS:
+                provider = arg
+            elif arg.startswith("for="):
+                self.lasts = lasting(arg, where)
+            else:
+                raise FaultError(f"{where}: unknown argument {arg!r}; give one of"
+                                 f" {', '.join(PROVIDERS)} or for=DURATION")
+        self.components = (PROVIDERS[provider],)
+        assert PROVIDERS[provider] in names.INJECTED_COMPONENTS
+
+    def apply(self, run: FaultScheduler) -> None:
+        payload = {"add_ms": self.add_ms, "components": list(self.components)}
+        where = run.backend.write_latency_override(payload)
+        run.record(self.name, f"+{self.add_ms:g} ms on {', '.join(self.components)}"
+                              + (f" for {self.lasts:g} s" if self.lasts else " to the end")
+                              + (f" in {where}" if where else ""))
+        if self.lasts is not None and not run.quit.wait(self.lasts):
+            # An empty override rather than none: it can be written into a stopped container too.
+            run.backend.write_latency_override({"add_ms": 0, "components": []})
+            run.record(f"{self.name}:end", f"latency of {', '.join(self.components)} back to the profile")
+
+
+@kind
+class PartitionAgent(Fault):
+    name = "partition-agent"
+    usage = "partition-agent@60s:for=20s"
+    summary = ("cut the busiest agent worker's network to livekit-server for the given time (the"
+               " process keeps running), then join it again")
+    cuts_calls = True
+    isolates_agents = True
+
+    def parse_args(self, args: list[str], where: str) -> None:
+        if len(args) != 1:
+            raise FaultError(f"{where}: say how long the partition lasts, like partition-agent@60s:for=20s")
+        self.lasts = lasting(args[0], where)
+
+    def check(self, backend: str) -> None:
+        super().check(backend)
+        if backend == "native" and (why := netcut.unavailable()):
+            raise FaultError(f"--fault {self.spec}: {why}; or run it with --compose")
+
+    def apply(self, run: FaultScheduler) -> None:
+        name, load = pick_agent(run)
+        run.busy.add(name)
+        try:
+            at = time.time()
+            detail = run.backend.cut_network(name)
+            run.record(self.name, f"{name} ({load}) cut off from livekit-server: {detail}", at)
+            run.quit.wait(self.lasts)  # a run that ends first still joins it again, below
+        finally:
+            try:
+                run.record(f"{self.name}:end", f"{name} joined again: {run.backend.join_network(name)}")
+            finally:
+                run.busy.discard(name)
+
+
 class FaultScheduler:
     """Runs each fault in a thread of its own at its offset, so a long one (a drain) delays
-    neither the others nor the run; one stop at a time (a lock). Restarts are queued for
-    service(), which the caller's main thread calls often (natively, a child's death signal
-    fires when the thread that started it ends). Subclasses apply the faults: `_stop(f)` for
-    kill-agent, drain-agent and restart-livekit, `_slow(f)`, and `_restart(item)` for what
-    `_stop` queued, returning what to record."""
+    neither the others nor the run; one exclusive fault at a time (a lock). Restarts are queued
+    for service(), which the caller's main thread calls often (natively, a child's death signal
+    fires when the thread that started it ends)."""
 
-    def __init__(self, say: Callable[[str], None]) -> None:
+    def __init__(self, backend: Backend, say: Callable[[str], None]) -> None:
+        self.backend = backend
         self.say = say
         self.records: list[dict[str, object]] = []  # {"at", "name", "detail"} for the report
         self.errors: list[str] = []
-        self.busy: set[str] = set()  # what a fault has stopped on purpose, until it is back
+        self.quit = threading.Event()  # the run is over: cancel what has not started
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
-        self._quit = threading.Event()
-        self._restarts: queue.Queue[tuple[str, str, object]] = queue.Queue()  # (name, kind, item)
+        self._restarts: queue.Queue[tuple[str, str, object]] = queue.Queue()  # (name, kind, token)
+
+    @property
+    def busy(self) -> set[str]:
+        """What a fault has stopped or cut on purpose, until it is back: not a death."""
+        return self.backend.busy
 
     def schedule(self, faults: list[Fault], t0_monotonic: float) -> None:
         for f in faults:
@@ -141,21 +278,21 @@ class FaultScheduler:
         """Restart what the faults stopped; call it often from the main thread."""
         while True:
             try:
-                name, kind, item = self._restarts.get_nowait()
+                name, kind_name, token = self._restarts.get_nowait()
             except queue.Empty:
                 return
             try:
-                self._record(f"{kind}:restarted", self._restart(item))
+                self.record(f"{kind_name}:restarted", self.backend.start_again(token))
             except Exception as e:
-                self.errors.append(f"{kind}: restarting {name}: {type(e).__name__}: {e}")
-                self.say(f"rig run: fault {kind}: restarting {name} failed: {e}")
+                self.errors.append(f"{kind_name}: restarting {name}: {type(e).__name__}: {e}")
+                self.say(f"rig run: fault {kind_name}: restarting {name} failed: {e}")
             finally:
                 self.busy.discard(name)
 
     def join(self, timeout: float, restart: bool = True) -> None:
         """Cancel what has not started; wait for what has, and restart what it stopped (unless
         the run is being abandoned)."""
-        self._quit.set()
+        self.quit.set()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and any(t.is_alive() for t in self._threads):
             if restart:
@@ -164,73 +301,49 @@ class FaultScheduler:
         if restart:
             self.service()
 
-    def _record(self, name: str, detail: str, at: float | None = None) -> None:
+    def record(self, name: str, detail: str, at: float | None = None) -> None:
         self.records.append({"at": at or time.time(), "name": name, "detail": detail})
         self.say(f"rig run: fault {name}: {detail}")
 
+    def stop_and_restart(self, name: str, load: str, sig: str, grace: float, kind_name: str) -> None:
+        """Stop one service with `sig` (SIGKILL after `grace`), record it, queue its restart."""
+        self.busy.add(name)  # until restarted: its stop is the fault, not a failure
+        at, t = time.time(), time.monotonic()
+        try:
+            ident, how, token = self.backend.stop_service(name, sig, grace)
+        except Exception:
+            self.busy.discard(name)
+            raise
+        what = f"{ident}, {load}" if load else ident
+        self.record(kind_name, f"{name} ({what}) {sig}, gone after {time.monotonic() - t:.1f} s ({how})", at)
+        self._restarts.put((name, kind_name, token))
+
     def _run(self, f: Fault, t0: float) -> None:
-        if self._quit.wait(max(0.0, t0 + f.at - time.monotonic())):
+        if self.quit.wait(max(0.0, t0 + f.at - time.monotonic())):
             return
         try:
-            if f.kind == "slow-provider":
-                self._slow(f)
-                return
-            with self._lock:
-                self._stop(f)
+            if f.exclusive:
+                with self._lock:
+                    f.apply(self)
+            else:
+                f.apply(self)
         except Exception as e:  # a fault that could not be applied fails the run, named
             self.errors.append(f"{f.spec}: {type(e).__name__}: {e}")
             self.say(f"rig run: fault {f.spec} failed: {e}")
 
-    def _stop(self, f: Fault) -> None:
-        raise NotImplementedError
 
-    def _slow(self, f: Fault) -> None:
-        raise NotImplementedError
-
-    def _restart(self, item: object) -> str:
-        raise NotImplementedError
+def help_text() -> str:
+    return ", ".join(k.usage for k in KINDS.values()) + " (repeatable; see docs/soak-and-faults.md)"
 
 
-class NativeFaults(FaultScheduler):
-    """The faults as process control on the native stack `rig run` started."""
+def markdown_table() -> str:
+    rows = ["| fault | what it does | cuts calls | backends |", "|---|---|---|---|"]
+    rows += [f"| `{k.usage}` | {k.summary} | {'yes' if k.cuts_calls else 'no'} | {', '.join(k.backends)} |"
+             .replace("|:", "\\|:") for k in KINDS.values()]
+    return "\n".join(rows)
 
-    def __init__(self, stack: native.NativeStack, say: Callable[[str], None]) -> None:
-        super().__init__(say)
-        self.stack = stack
 
-    def _stop(self, f: Fault) -> None:
-        if f.kind == "restart-livekit":
-            self._bounce("livekit-server", signal.SIGTERM, 5.0, f.kind)
-        else:
-            sig = signal.SIGKILL if f.kind == "kill-agent" else signal.SIGTERM
-            info = self.stack.info
-            assert info is not None
-            name, load = busiest({a.name: a.metrics_url for a in info.agents if a.name not in self.busy})
-            self._bounce(name or info.agents[0].name, sig, DRAIN_WAIT_S, f.kind, load)
-
-    def _restart(self, item: object) -> str:
-        name = str(item)
-        took = self.stack.restart_service(name)
-        return f"{name} healthy again after {took:.1f} s"
-
-    def _bounce(self, name: str, sig: int, grace: float, kind: str, load: str = "") -> None:
-        self.busy.add(name)  # until restarted: its death is the fault, not a failure
-        pid = self.stack.service(name).popen.pid  # type: ignore[union-attr]
-        at, t = time.time(), time.monotonic()
-        left = self.stack.kill_service(name, sig, grace)
-        what = f"pid {pid}, {load}" if load else f"pid {pid}"
-        self._record(kind, f"{name} ({what}) {signal.Signals(sig).name}, gone after "
-                           f"{time.monotonic() - t:.1f} s{'; left: ' + str(left) if left else ''}", at)
-        self._restarts.put((name, kind, name))
-
-    def _slow(self, f: Fault) -> None:
-        assert self.stack.info is not None
-        path = Path(self.stack.info.run_dir) / native.LATENCY_OVERRIDE_FILE
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"add_ms": f.add_ms, "components": list(f.components)}))
-        tmp.replace(path)  # the agents never read a half-written file
-        self._record("slow-provider", f"+{f.add_ms:g} ms on {', '.join(f.components)}"
-                                      + (f" for {f.lasts:g} s" if f.lasts else " to the end"))
-        if f.lasts is not None and not self._quit.wait(f.lasts):
-            path.unlink(missing_ok=True)
-            self._record("slow-provider:end", f"latency of {', '.join(f.components)} back to the profile")
+if __name__ == "__main__":
+    if sys.argv[1:] != ["--markdown"]:
+        sys.exit("usage: python -m rig.faults --markdown")
+    print(markdown_table())

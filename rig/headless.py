@@ -21,33 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from prometheus_client.parser import text_string_to_metric_families
-
 from rig import procs
+from rig.paths import LOCUSTFILE, REPO
+from rig.promapi import Samples, scrape
 
-REPO = Path(__file__).resolve().parent.parent
-LOCUSTFILE = REPO / "loadgen" / "locustfile.py"
 # Longer than one conversation: a stopped caller finishes its call, so the counts add up.
 STOP_TIMEOUT_S = 60
-
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-def parse_metrics(text: str) -> Samples:
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for fam in text_string_to_metric_families(text) for s in fam.samples}
-
-
-def scrape(url: str, timeout: float = 5.0) -> Samples:
-    got = procs.http_get(url, timeout=timeout)
-    if got is None or got[0] != 200:
-        raise OSError(f"{url} did not answer")
-    return parse_metrics(got[1].decode())
-
-
-def total(samples: Samples, name: str, **labels: str) -> float:
-    return sum(v for (n, lv), v in samples.items()
-               if n == name and all(dict(lv).get(k) == want for k, want in labels.items()))
 
 
 def free_port() -> int:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rig import headless
+from rig import headless, promapi
 
 RUNNING = ("spawning", "running", "cleanup", "stopping")  # Locust's runner states of a run
 # With a shape class (the locustfile has one) the runner stays "ready" until the shape's first
@@ -49,7 +49,7 @@ def _request(url: str, data: dict[str, str] | None = None, timeout: float = 10.0
         raise LocustWebError(f"{url}: no answer ({e})") from e
 
 
-def delta(after: headless.Samples, before: headless.Samples) -> headless.Samples:
+def delta(after: promapi.Samples, before: promapi.Samples) -> promapi.Samples:
     return {k: v - before.get(k, 0.0) for k, v in after.items()}
 
 
@@ -64,8 +64,8 @@ class WebLocust:
     run_time: str
     options: dict[str, str]  # the locustfile's options by their form names (scenario, call_gap, ...)
     metrics_url: str | None = None  # the master's caller metrics, if reachable from here
-    _before: headless.Samples = field(default_factory=dict)
-    last_metrics: headless.Samples = field(default_factory=dict)
+    _before: promapi.Samples = field(default_factory=dict)
+    last_metrics: promapi.Samples = field(default_factory=dict)
     _state: str = "ready"
     _started: bool = False  # the runner has been seen in a running state
     _swarmed_at: float = 0.0
@@ -102,11 +102,11 @@ class WebLocust:
             raise LocustWebError(f"{self.url}/swarm refused the run: {answer.get('message')}")
         self._swarmed_at = time.monotonic()
 
-    def _metrics(self) -> headless.Samples:
+    def _metrics(self) -> promapi.Samples:
         if self.metrics_url is None:
             return {}
         try:
-            return headless.scrape(self.metrics_url)
+            return promapi.scrape(self.metrics_url)
         except (OSError, ValueError):
             return self.last_metrics
 

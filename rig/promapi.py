@@ -1,4 +1,5 @@
-"""A small client of Prometheus's HTTP API: instant and range queries, nothing else."""
+"""A small client of Prometheus's HTTP API (instant and range queries, nothing else), and of a
+/metrics endpoint read directly: its text format scraped into samples, and their sums."""
 
 from __future__ import annotations
 
@@ -9,6 +10,13 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from rig import procs
+
+# One scrape: (metric name, sorted label pairs) -> value.
+Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 
 class PrometheusUnreachable(RuntimeError):
@@ -100,3 +108,24 @@ class Prometheus:
                 key = labels.get(by, "") if by else ""
                 out[key] = out.get(key, 0.0) + sign * v
         return out
+
+
+# --- /metrics read directly ------------------------------------------------------------------------------
+
+
+def parse_metrics(text: str) -> Samples:
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for fam in text_string_to_metric_families(text) for s in fam.samples}
+
+
+def scrape(url: str, timeout: float = 5.0) -> Samples:
+    got = procs.http_get(url, timeout=timeout)
+    if got is None or got[0] != 200:
+        raise OSError(f"{url} did not answer")
+    return parse_metrics(got[1].decode())
+
+
+def total(samples: Samples, name: str, **labels: str) -> float:
+    """The sum of `name` over the samples whose labels include `labels`."""
+    return sum(v for (n, lv), v in samples.items()
+               if n == name and all(dict(lv).get(k) == want for k, want in labels.items()))

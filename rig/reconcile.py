@@ -24,7 +24,7 @@ from pathlib import Path
 
 from lkrig_instrument import names
 
-from rig import headless
+from rig import headless, promapi
 from rig.promapi import Prometheus
 
 LOG_LINE = "speech scheduling error counted: "
@@ -58,11 +58,11 @@ def agent_totals(metrics_urls: list[str]) -> AgentTotals:
     turns = active = 0.0
     errors: Counter[str] = Counter()
     for url in metrics_urls:
-        m = headless.scrape(url)
-        turns += headless.total(m, names.TURNS.name)
-        active += headless.total(m, names.SESSIONS_ACTIVE.name)
+        m = promapi.scrape(url)
+        turns += promapi.total(m, names.TURNS.name)
+        active += promapi.total(m, names.SESSIONS_ACTIVE.name)
         for kind in names.ERROR_KINDS:
-            errors[kind] += headless.total(m, names.SPEECH_SCHEDULING_ERRORS.name, kind=kind)
+            errors[kind] += promapi.total(m, names.SPEECH_SCHEDULING_ERRORS.name, kind=kind)
     return AgentTotals(turns, {k: v for k, v in errors.items() if v}, active)
 
 
@@ -120,7 +120,7 @@ def reconcile(run: headless.Result, agents: AgentTotals, logged: dict[str, int],
 
     turns, _ = run.requests("turn")
     equal("turns: Locust == caller metrics (master) == Prometheus", locust=turns,
-          master=headless.total(run.caller_metrics, names.CALLER_TURNS.name),
+          master=promapi.total(run.caller_metrics, names.CALLER_TURNS.name),
           prometheus=prom.counter_delta(names.CALLER_TURNS.name, t0, t1).get("", 0.0))
     reasons = CUT_BY_FAULT if calls_cut else CUT
     cut = sum(n for reason, n in run.failure_counts("turn").items() if reason in reasons)

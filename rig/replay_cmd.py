@@ -9,23 +9,23 @@ import os
 import subprocess
 import sys
 from importlib import metadata
-from pathlib import Path
 
 from rig import pins
-
-REPO = Path(__file__).resolve().parent.parent
-
-
-def venv_python(version: str) -> Path:
-    cache = Path(os.environ.get("RIG_CACHE") or Path.home() / ".cache" / "lkrig")
-    return cache / f"venv-agents-{version}" / "bin" / "python"
+from rig.binaries import agents_venv_python
+from rig.paths import REPO
 
 
-def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="rig replay", add_help=False)
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    # The replay's own options (agent/replay.py, `rig replay -h`) go on to it as they are.
+    p = sub.add_parser("replay", add_help=False,
+                       help="replay a scenario offline (no server) and count its errors; see `rig replay -h`")
     p.add_argument("--agents-version", default=None)
-    known, rest = p.parse_known_args(argv)
-    wanted = known.agents_version or pins.load()["LIVEKIT_AGENTS_VERSION"]
+    p.set_defaults(func=main, passes_rest=True)
+
+
+def main(args: argparse.Namespace) -> int:
+    rest = args.rest
+    wanted = args.agents_version or pins.load()["LIVEKIT_AGENTS_VERSION"]
     try:
         here = metadata.version("livekit-agents")
     except metadata.PackageNotFoundError:
@@ -34,7 +34,7 @@ def main(argv: list[str]) -> int:
         from agent.replay import main as replay_main
 
         return replay_main(rest)
-    python = venv_python(wanted)
+    python = agents_venv_python(wanted)
     if not python.exists():
         print(
             f"rig replay: livekit-agents {wanted} is not installed ({python} does not exist); "

@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import re
-import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from rig import native, report
+from rig import native, ports, report, stackstate
+from rig.console import EXIT_USAGE, err, out
 from rig.promapi import PrometheusUnreachable, QueryError
 
 EXIT_UNREACHABLE = 1
-EXIT_USAGE = 2
 _RELATIVE = re.compile(r"-(\d+(?:\.\d+)?)(s|m|h|d)")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -45,7 +43,7 @@ def parse_time(text: str, now: float) -> float:
 
 
 def _prometheus_from_run_dir(run_dir: Path) -> str:
-    state = native.read_state(run_dir)
+    state = stackstate.read_state(run_dir)
     url = ((state or {}).get("info") or {}).get("prometheus_url")
     if not url:
         raise report.ReportError(
@@ -73,9 +71,10 @@ def _run_json(path: Path) -> dict[str, Any]:
     return {"run_info": info, "faults": data.get("faults"), "slo": data.get("slo")}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="rig report",
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "report",
+        help="an HTML and Markdown report of a time range",
         description="Write DIR/report.html (self-contained, plots) and DIR/report.md for a time range "
         "of a run, from Prometheus and optionally Locust's CSV.",
     )
@@ -112,22 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="JSON object with run_info (parameters, versions), faults and slo lists; `rig run`'s run.json",
     )
-    return p
+    p.set_defaults(func=main)
 
 
-def _glue_times(argv: list[str]) -> list[str]:
-    """`--from -30m` as `--from=-30m`: argparse would take -30m for an option."""
-    out: list[str] = []
-    for arg in argv:
-        if out and out[-1] in ("--from", "--to") and arg.startswith("-"):
-            out[-1] += "=" + arg
-        else:
-            out.append(arg)
-    return out
-
-
-def main(argv: list[str]) -> int:
-    args = build_parser().parse_args(_glue_times(argv))
+def main(args: argparse.Namespace) -> int:
     now = time.time()
     try:
         t0, t1 = parse_time(args.t0, now), parse_time(args.t1, now)
@@ -136,7 +123,7 @@ def main(argv: list[str]) -> int:
         url = args.prometheus or (
             _prometheus_from_run_dir(args.run_dir)
             if args.run_dir
-            else f"http://127.0.0.1:{native.PROMETHEUS_PORT}"
+            else f"http://127.0.0.1:{ports.PROMETHEUS_PORT}"
         )
         extra = _run_json(args.run_json) if args.run_json else {}
         html = report.write_report(
@@ -150,16 +137,11 @@ def main(argv: list[str]) -> int:
             slo=extra.get("slo"),
         )
     except (ValueError, native.StackError) as e:  # ReportError, LocustCsvError, a bad time
-        _err(f"rig report: {e}")
+        err(f"rig report: {e}")
         return EXIT_USAGE
     except (PrometheusUnreachable, QueryError) as e:
-        _err(f"rig report: {e}")
+        err(f"rig report: {e}")
         return EXIT_UNREACHABLE
-    with contextlib.suppress(OSError):
-        print(f"rig report: wrote {html} and {html.with_suffix('.md')}", flush=True)
+    out(f"rig report: wrote {html} and {html.with_suffix('.md')}")
     return 0
 
-
-def _err(msg: str) -> None:
-    with contextlib.suppress(OSError):
-        print(msg, file=sys.stderr, flush=True)

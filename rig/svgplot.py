@@ -178,13 +178,7 @@ def time_plot(
             f'<text x="{mx + 3:.1f}" y="{TOP + 11}" font-size="11" fill="#c00">{escape(m.label)}</text>'
             f"<title>{escape(m.label)} at {_clock(m.at)} UTC</title></g>"
         )
-    if not has_data:
-        out.append(
-            f'<text class="no-data" x="{LEFT + pw / 2:.0f}" y="{TOP + ph / 2:.0f}" font-size="16" '
-            f'fill="#888" text-anchor="middle">no data in range</text>'
-        )
-    out.append("</svg>")
-    return "\n".join(out), has_data
+    return _close(out, has_data, LEFT + pw / 2, TOP + ph / 2, "no data in range")
 
 
 def legend(lines: Sequence[Line]) -> str:
@@ -262,10 +256,13 @@ def bar_plot(
         for k, part in enumerate(cat.split("\n")[:2]):  # a category may carry two label lines
             out.append(f'<text x="{gx + group * 0.4:.1f}" y="{top + ph + 14 + 13 * k}" font-size="11" '
                        f'text-anchor="middle">{escape(part)}</text>')
+    return _close(out, has_data, LEFT + pw / 2, top + ph / 2, "no data")
+
+
+def _close(out: list[str], has_data: bool, x: float, y: float, empty: str) -> tuple[str, bool]:
+    """End the SVG; a plot without data says so in its middle."""
     if not has_data:
-        out.append(
-            f'<text class="no-data" x="{LEFT + pw / 2:.0f}" y="{top + ph / 2:.0f}" font-size="16" '
-            f'fill="#888" text-anchor="middle">no data</text>'
-        )
+        out.append(f'<text class="no-data" x="{x:.0f}" y="{y:.0f}" font-size="16" fill="#888"'
+                   f' text-anchor="middle">{empty}</text>')
     out.append("</svg>")
     return "\n".join(out), has_data

@@ -14,13 +14,13 @@ import json
 import math
 import time
 from dataclasses import asdict, dataclass, field
-from html import escape
 from pathlib import Path
 from typing import Any
 
 from lkrig_instrument import names
 
 from rig import headless, reconcile, svgplot
+from rig.render import Table, render
 
 KINDS = names.ERROR_KINDS
 
@@ -91,11 +91,11 @@ def by_label(samples: headless.Samples, metric: str, label: str) -> dict[str, in
     return out
 
 
-def measure(cell: Cell, result: headless.Result, before: reconcile.AgentTotals,
-            after: reconcile.AgentTotals, t0: float, t1: float, problems: list[str]) -> Measured:
+def measure(cell: Cell, result: headless.Result, grown: reconcile.AgentTotals, t0: float, t1: float,
+            problems: list[str]) -> Measured:
+    """A cell's numbers; `grown`: what the agents counted during it (AgentTotals.minus)."""
     caller = result.caller_metrics
     turns, failed = result.requests("turn")
-    grown = after.minus(before)
     m = Measured(
         cell=cell, ok=not problems, t0=t0, t1=t1,
         conversations=by_label(caller, names.CALLER_CONVERSATIONS.name, "outcome"),
@@ -121,7 +121,8 @@ def _kinds_shown(cells: list[Measured]) -> list[str]:
     return [k for k in KINDS if any(c.errors.get(k) for c in cells)]
 
 
-def _num(v: float | None, digits: int = 3) -> str:
+def num(v: float | None, digits: int = 3) -> str:
+    """At most `digits` decimals, no trailing zeros; "" for no value."""
     return "" if v is None else f"{v:.{digits}f}".rstrip("0").rstrip(".") if v else "0"
 
 
@@ -129,27 +130,38 @@ def _outcomes(c: Measured) -> str:
     return ", ".join(f"{k} {v}" for k, v in sorted(c.conversations.items(), key=lambda kv: -kv[1]))
 
 
-def markdown_table(cells: list[Measured]) -> str:
+LEGEND = ("Errors: agent-side speech scheduling errors per 1000 agent turns (count in"
+          " parentheses); turn latency: caller-measured, end of utterance to first agent audio.")
+
+
+def table(cells: list[Measured]) -> Table:
+    """One row per cell: conversations, turns, errors per 1k turns by kind (and count), p95."""
     kinds = _kinds_shown(cells)
     head = ["scenario", "profile", "users", "conversations by outcome", "turns (Locust / agent)",
             *[f"{k} /1k turns" for k in kinds], "all errors /1k turns", "turn latency p95 (s)"]
-    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    rows = []
     for c in cells:
         def rate(kind: str | None, c: Measured = c) -> str:
             r = c.per_1k(kind)
             n = sum(c.errors.values()) if kind is None else c.errors.get(kind, 0.0)
-            return "n/a" if r is None else f"{_num(r, 1)} ({n:g})"
-        p95 = "n/a" if c.turn_latency_p95_s is None else _num(c.turn_latency_p95_s, 2)
+            return "n/a" if r is None else f"{num(r, 1)} ({n:g})"
+        p95 = "n/a" if c.turn_latency_p95_s is None else num(c.turn_latency_p95_s, 2)
         cols = [c.cell.scenario, c.cell.profile, str(c.cell.users), _outcomes(c) or "none",
                 f"{c.turns_locust} / {c.turns_agent:g}", *[rate(k) for k in kinds], rate(None), p95]
         if not c.ok:
             cols[0] += " (FAILED)"
-        rows.append("| " + " | ".join(cols) + " |")
-    notes = [f"- {c.cell.scenario} / {c.cell.profile} / {c.cell.users} users: {n}"
-             for c in cells for n in c.notes]
-    legend = ("Errors: agent-side speech scheduling errors per 1000 agent turns (count in"
-              " parentheses); turn latency: caller-measured, end of utterance to first agent audio.")
-    return "\n".join([*rows, "", legend, *(["", "Notes:", *notes] if notes else [])]) + "\n"
+        rows.append(cols)
+    return Table("cells", "Cells", head, rows)
+
+
+def _notes(cells: list[Measured]) -> list[str]:
+    return [f"{c.cell.scenario} / {c.cell.profile} / {c.cell.users} users: {n}"
+            for c in cells for n in c.notes]
+
+
+def markdown_table(cells: list[Measured]) -> str:
+    """The table, its legend and the cells' notes, as `rig sweep` prints them."""
+    return render("sweep_table.md.j2", table=table(cells), legend=LEGEND, notes=_notes(cells))
 
 
 CSV_FIELDS = ["scenario", "profile", "users", "ok", "t0", "t1", "conversations",
@@ -170,11 +182,11 @@ def write_csv(cells: list[Measured], path: Path) -> None:
                 "conversations_by_outcome": ";".join(f"{k}={v}" for k, v in sorted(c.conversations.items())),
                 "turns_locust": c.turns_locust, "turns_locust_failed": c.turns_locust_failed,
                 "turns_agent": f"{c.turns_agent:g}", "errors_total": f"{sum(c.errors.values()):g}",
-                "total_per_1k_turns": _num(c.per_1k(), 6),
-                "turn_latency_p95_seconds": _num(c.turn_latency_p95_s, 4), "notes": "; ".join(c.notes)}
+                "total_per_1k_turns": num(c.per_1k(), 6),
+                "turn_latency_p95_seconds": num(c.turn_latency_p95_s, 4), "notes": "; ".join(c.notes)}
             for k in KINDS:
                 row[f"errors_{k}"] = f"{c.errors.get(k, 0.0):g}"
-                row[f"{k}_per_1k_turns"] = _num(c.per_1k(k), 6)
+                row[f"{k}_per_1k_turns"] = num(c.per_1k(k), 6)
             w.writerow(row)
 
 
@@ -194,40 +206,20 @@ def latency_plot(cells: list[Measured]) -> str:
     return svg
 
 
-_STYLE = ("body{font-family:sans-serif;margin:2em;max-width:1000px}table{border-collapse:collapse}"
-          "td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px}th{background:#f4f4f4}")
-
-
-def _html_table(markdown: str) -> str:
-    lines = [ln for ln in markdown.splitlines() if ln.startswith("|")]
-    cells = [[x.strip() for x in ln.strip("|").split("|")] for ln in lines]
-    head, body = cells[0], cells[2:]
-    th = "".join(f"<th>{escape(h)}</th>" for h in head)
-    trs = "".join("<tr>" + "".join(f"<td>{escape(x)}</td>" for x in row) + "</tr>" for row in body)
-    return f"<table><thead><tr>{th}</tr></thead><tbody>{trs}</tbody></table>"
-
-
 def write_outputs(cells: list[Measured], out: Path, params: dict[str, Any]) -> dict[str, Path]:
     """sweep.md, sweep.csv, sweep.svg (errors by kind), sweep.html (the table and both plots),
     sweep.json (every number, each cell's time range for `rig report`)."""
     out.mkdir(parents=True, exist_ok=True)
-    table = markdown_table(cells)
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(params.get("started", time.time())))
     paths = {k: out / f"sweep.{k}" for k in ("md", "csv", "svg", "html", "json")}
-    paths["md"].write_text(f"# rig sweep, {when}\n\n`{params.get('command', 'rig sweep')}`\n\n{table}")
+    page = {"when": when, "command": params.get("command", "rig sweep"), "table": table(cells),
+            "legend": LEGEND, "notes": _notes(cells)}
+    paths["md"].write_text(render("sweep.md.j2", **page))
     write_csv(cells, paths["csv"])
     errors_svg = error_plot(cells)
     paths["svg"].write_text('<?xml version="1.0" encoding="UTF-8"?>\n' + errors_svg + "\n")
-    notes = "".join(f"<li>{escape(ln[2:])}</li>" for ln in table.splitlines() if ln.startswith("- "))
-    paths["html"].write_text(
-        "<!doctype html><html><head><meta charset=\"utf-8\">"
-        "<meta http-equiv=\"Content-Security-Policy\""
-        " content=\"default-src 'none'; style-src 'unsafe-inline'\">"
-        f"<title>rig sweep {escape(when)}</title><style>{_STYLE}</style></head><body>"
-        f"<h1>rig sweep, {escape(when)}</h1><p><code>{escape(params.get('command', ''))}</code></p>"
-        f"{_html_table(table)}{f'<ul>{notes}</ul>' if notes else ''}"
-        f"<h2>Scheduling errors per 1k agent turns, by kind</h2>{errors_svg}"
-        f"<h2>Caller turn latency p95</h2>{latency_plot(cells)}</body></html>\n")
+    paths["html"].write_text(render("sweep.html.j2", **page, errors_svg=errors_svg,
+                                    latency_svg=latency_plot(cells)))
     paths["json"].write_text(json.dumps(
         {"params": params, "cells": [{**asdict(c), "cell": asdict(c.cell)} for c in cells]}, indent=2))
     return paths

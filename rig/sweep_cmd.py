@@ -1,9 +1,10 @@
 """`rig sweep`: a grid of short headless runs, and per cell the scheduling-error rate by kind.
 
 Every combination of --scenarios x --profiles x --users is one cell: a headless Locust run of
---duration against one native stack started for the whole grid (livekit-server, Prometheus, N
-agent workers). Per cell: errors per 1000 agent turns by kind, turns, conversations by outcome and
-the callers' turn latency p95; written as a table (sweep.md, sweep.csv) and plots (sweep.svg,
+--duration against one stack for the whole grid: a native one started for it (livekit-server,
+Prometheus, N agent workers), or with --compose a `docker compose up` project, used as it is.
+Per cell: errors per 1000 agent turns by kind, turns, conversations by outcome and the callers'
+turn latency p95; written as a table (sweep.md, sweep.csv) and plots (sweep.svg,
 sweep.html). Exit 0: the grid completed (the sweep measures, it does not gate); 1: a cell's run
 failed; 2: bad input, found before anything starts; 130: interrupted. See docs/soak-and-faults.md.
 """
@@ -11,20 +12,21 @@ failed; 2: bad input, found before anything starts; 130: interrupted. See docs/s
 from __future__ import annotations
 
 import argparse
-import os
-import signal
 import time
-import traceback
 from pathlib import Path
 from typing import Any
 
-from rig import faults, headless, native, reconcile, sweep
-from rig.cli import _STOP_SIGNALS, EXIT_USAGE, _err, _out, _raise_stop, _Stop
-from rig.run_cmd import LOCUST_SLACK_S, watch_run
+from rig import backends, locust_web, native, paths, sweep
+from rig.backends.base import LoadSpec
+from rig.backends.containers import ComposeStackError
+from rig.console import EXIT_USAGE, err, out, run_then_tear_down
+from rig.loadrun import load_run
+from rig.run_cmd import check_load, check_scenario
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="rig sweep", description=__doc__.split("\n\n")[0])
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("sweep", help="a grid of short headless runs: error rate by kind per cell",
+                       description=__doc__.split("\n\n")[0])
     p.add_argument("--scenarios", required=True, metavar="S1,S2",
                    help="agent scenarios, comma-separated (agent/scenarios)")
     p.add_argument("--profiles", default="typical", metavar="P1,P2",
@@ -36,13 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--call-gap", type=float, default=1.0, metavar="G",
                    help="mean seconds a caller waits between calls (sets how many calls run at once)")
     p.add_argument("--spawn-rate", type=float, default=1.0, metavar="R", help="callers started per second")
-    p.add_argument("--agents", type=int, default=2, metavar="N", help="agent workers (default 2)")
-    p.add_argument("--loadgen-workers", type=int, default=1, metavar="M", help="Locust workers (default 1)")
     p.add_argument("--seed", type=int, default=1, help="base seed of the conversations")
     p.add_argument("--out", type=Path, metavar="DIR", help="sweep folder (default .rig/sweeps/<start time>)")
-    p.add_argument("--port-offset", type=int, default=0, metavar="K", help="shift every port by K")
-    p.add_argument("--env-file", type=Path, default=native.REPO / ".env", help="LiveKit credentials")
-    return p
+    backends.add_arguments(p)
+    p.set_defaults(func=main)
 
 
 def _names(text: str, flag: str) -> list[str]:
@@ -57,17 +56,12 @@ def _names(text: str, flag: str) -> list[str]:
 
 def _validate(args: argparse.Namespace) -> tuple[float, list[sweep.Cell]]:
     """Everything that can be wrong with the input, before anything starts (ValueError)."""
-    from agent import latency, scenarios
-    from loadgen import convscript
+    from agent import latency
 
-    duration = faults.seconds(args.duration, "--duration")
-    if duration <= 0:
-        raise ValueError("--duration: must be > 0")
+    duration = check_load(args)
     scenario_list = _names(args.scenarios, "--scenarios")
     for s in scenario_list:
-        if s not in scenarios.available():
-            raise ValueError(f"--scenarios: {s}: no such scenario; available:"
-                             f" {', '.join(scenarios.available())}")
+        check_scenario(s, "--scenarios:")
     profile_list = _names(args.profiles, "--profiles")
     for p in profile_list:
         latency.load(p)  # ProfileError names the file and field
@@ -76,113 +70,60 @@ def _validate(args: argparse.Namespace) -> tuple[float, list[sweep.Cell]]:
         if not u.isdigit() or int(u) < 1:
             raise ValueError(f"--users {args.users}: {u!r} is not a whole number of callers >= 1")
         users.append(int(u))
-    if len(set(users)) != len(users):
-        raise ValueError(f"--users {args.users}: a value is given twice")
-    scripts = convscript.load_all()
-    if args.script not in scripts:
-        raise ValueError(f"--script {args.script}: no such conversation script; available:"
-                         f" {', '.join(sorted(scripts))}")
-    for flag, value in (("--agents", args.agents), ("--loadgen-workers", args.loadgen_workers)):
-        if value < 1:
-            raise ValueError(f"{flag} {value}: must be at least 1")
-    if args.spawn_rate <= 0 or args.call_gap < 0:
-        raise ValueError("--spawn-rate must be > 0 and --call-gap >= 0")
-    native.compute_ports(args.port_offset, args.agents)  # StackError: an offset out of range
+    backends.check_arguments(args)
     return duration, sweep.grid(scenario_list, profile_list, users)
 
 
-def main(argv: list[str]) -> int:
-    args = build_parser().parse_args(argv)
+def main(args: argparse.Namespace) -> int:
     try:
         duration, cells = _validate(args)
     except (ValueError, OSError, native.StackError) as e:  # FaultError, ProfileError, ScriptError
-        _err(f"rig sweep: {e}")
+        err(f"rig sweep: {e}")
         return EXIT_USAGE
-    out: Path = args.out or native.REPO / ".rig" / "sweeps" / time.strftime("%Y%m%d-%H%M%S")
-    out.mkdir(parents=True, exist_ok=True)
+    folder: Path = args.out or paths.REPO / ".rig" / "sweeps" / time.strftime("%Y%m%d-%H%M%S")
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        backend = backends.from_arguments(args, folder / "stack")
+    except ComposeStackError as e:
+        err(f"rig sweep: {e}")
+        return 1
     # Per cell: the run, Locust's stop timeout at most for the calls in flight, the settle.
     per_cell = duration + 30
-    _out(f"rig sweep: {len(cells)} cells of {duration:g} s; about {len(cells) * per_cell / 60:.0f} min")
-    stack = native.NativeStack(native.NativeOptions(
-        agents=args.agents, loadgen_workers=0, scrape_loadgen=True, run_dir=out / "stack",
-        port_offset=args.port_offset, env_file=args.env_file))
-    for sig in _STOP_SIGNALS:
-        signal.signal(sig, _raise_stop)
+    out(f"rig sweep: {len(cells)} cells of {duration:g} s; about {len(cells) * per_cell / 60:.0f} min")
     params: dict[str, Any] = {
-        "command": "rig sweep " + " ".join(argv), "started": time.time(), "duration_s": duration,
+        "command": args.command_line, "started": time.time(), "duration_s": duration,
         "script": args.script, "call_gap_s": args.call_gap, "spawn_rate": args.spawn_rate,
         "agents": args.agents, "loadgen_workers": args.loadgen_workers, "seed": args.seed}
     done: list[sweep.Measured] = []
-    loc: headless.Headless | None = None
-    rc = 1
-    try:
-        info = stack.start()
-        # every process the sweep starts, to check that none outlives it
-        pids: dict[str, int] = params.setdefault("pids", {})
-        pids.update(info.pids)
-        _out(f"rig sweep: stack healthy in {info.startup_seconds:.1f} s; Prometheus {info.prometheus_url}")
-        urls = [a.metrics_url for a in info.agents]
-        env = {**os.environ, "LIVEKIT_URL": info.livekit_url, "LIVEKIT_API_KEY": info.api_key,
-               "LIVEKIT_API_SECRET": info.api_secret}
-        idle = faults.NativeFaults(stack, _out)  # no fault: only for watch_run's bookkeeping
-        before = reconcile.agent_totals(urls)
+
+    def body() -> int:
+        out(f"rig sweep: {backend.start()}")
         for i, cell in enumerate(cells, 1):
             name = f"{i:02d}-{cell.scenario}-{cell.profile}-{cell.users}u"
-            _out(f"rig sweep: cell {i}/{len(cells)}: {cell.scenario}, {cell.profile}, {cell.users} users")
-            loc_out = out / "cells" / name
-            loc = headless.Headless(
-                loc_out, env, cell.users, f"{duration:g}s",
-                ["--scenario", cell.scenario, "--latency-profile", cell.profile, "--script", args.script,
-                 "--call-gap", f"{args.call_gap:g}", "--seed", str(args.seed + 10_000 * i),
-                 "--exit-code-on-error", "0"],
-                workers=args.loadgen_workers, spawn_rate=args.spawn_rate, agent_name=info.agent_name,
-                master_port=info.ports.locust_master, metrics_port=info.ports.loadgen_metrics)
-            t0 = time.time()
-            loc.start()
-            pids.update({f"locust-{p.pid}": p.pid for p in loc.processes})
-            problems = watch_run(lambda: _death(stack), loc, idle,
-                                 time.monotonic() + duration + headless.STOP_TIMEOUT_S + LOCUST_SLACK_S)
-            result = loc.result()
-            pids.update({f"driver-{pid}": pid for pid in result.drivers})
-            loc = None
-            if result.rc != 0:
-                problems.append(f"Locust exited with code {result.rc}; see {loc_out / 'master.log'}")
-            after = reconcile.settle(urls)
-            m = sweep.measure(cell, result, before, after, t0, time.time(), problems)
-            before = after
+            out(f"rig sweep: cell {i}/{len(cells)}: {cell.scenario}, {cell.profile}, {cell.users} users")
+            spec = LoadSpec(cell.users, args.spawn_rate, duration, cell.scenario, cell.profile, args.script,
+                            call_gap=args.call_gap, seed=args.seed + 10_000 * i)
+            o = load_run(backend, folder / "cells" / name, spec, lambda m: None)
+            m = sweep.measure(cell, o.result, o.growth, o.t0, o.t1, o.problems)
             done.append(m)
-            _out(f"  turns {m.turns_locust} (agent {m.turns_agent:g}), errors per 1k turns "
-                 + (", ".join(f"{k} {sweep._num(m.per_1k(k), 1)}" for k in m.errors) or "none")
-                 + f", p95 {sweep._num(m.turn_latency_p95_s, 2) or 'n/a'} s"
-                 + "".join(f"\n  note: {n}" for n in m.notes))
-            if stack.dead_service() is not None:
+            out(f"  turns {m.turns_locust} (agent {m.turns_agent:g}), errors per 1k turns "
+                + (", ".join(f"{k} {sweep.num(m.per_1k(k), 1)}" for k in m.errors) or "none")
+                + f", p95 {sweep.num(m.turn_latency_p95_s, 2) or 'n/a'} s"
+                + "".join(f"\n  note: {n}" for n in m.notes))
+            if backend.dead() is not None:
                 break  # a dead service is in the cell's problems; the next cells would measure it
-        rc = 0 if len(done) == len(cells) and all(m.ok for m in done) else 1
-    except _Stop:
-        _out("rig sweep: interrupted; stopping everything")
-        rc = 130
-    except native.StackError as e:
-        _err(f"rig sweep: {e}")
-        rc = 1
-    except Exception:  # a bug or an unforeseen state: say so, and still stop everything
-        _err(f"rig sweep: failed:\n{traceback.format_exc()}")
-        rc = 1
-    finally:
-        for sig in _STOP_SIGNALS:  # nothing may interrupt the teardown
-            signal.signal(sig, signal.SIG_IGN)
-        left = loc.stop() if loc else []
-        left_stack = stack.stop()
-        if left or left_stack:
-            _err(f"rig sweep: could not stop {left_stack} {left}")
-            rc = rc or 1
+        return 0 if len(done) == len(cells) and all(m.ok for m in done) else 1
+
+    def teardown() -> list[str]:
+        left = backend.stop()
+        params.update(backend.run_info())  # every process started, to check that none outlives it
+        return left
+
+    rc = run_then_tear_down("rig sweep", body, teardown,
+                            (native.StackError, ComposeStackError, locust_web.LocustWebError))
     if done:
         params["finished"] = time.time()
-        paths = sweep.write_outputs(done, out, params)
-        _out(sweep.markdown_table(done))
-        _out(f"rig sweep: {len(done)} of {len(cells)} cells; table {paths['md']}, plot {paths['html']}")
+        written = sweep.write_outputs(done, folder, params)
+        out(sweep.markdown_table(done))
+        out(f"rig sweep: {len(done)} of {len(cells)} cells; table {written['md']}, plot {written['html']}")
     return rc
-
-
-def _death(stack: native.NativeStack) -> str | None:
-    svc = stack.dead_service()
-    return stack.describe_death(svc) if svc is not None else None

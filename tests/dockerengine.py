@@ -34,13 +34,13 @@ from typing import Any
 
 import pytest
 
-from rig import native, procs
+from rig import paths, procs
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "tools"))
 from toolpaths import REPO, compose_bin
 
 HINT = "run `bash scripts/setup` (scripts/setup.d/30-docker-engine.sh installs it)"
-STANDINS = native.cache_dir() / "base-images"
+STANDINS = paths.cache_dir() / "base-images"
 STANDIN_LABEL = "lkrig.standin"
 
 
@@ -176,7 +176,9 @@ def private_engine(*, data_root: Path | None = None, netns: bool = False) -> Ite
     base = Path(tempfile.mkdtemp(prefix="lkrig-dockerd-", dir="/tmp"))
     (base / "daemon.json").write_text("{}")  # not the host's /etc/docker/daemon.json
     sock = base / "docker.sock"
-    ns = f"lkrig-{base.name.removeprefix('lkrig-dockerd-')}"  # one per engine: two may run at once
+    # One per engine, so two may run at once. mkdtemp's suffix may hold "_", which containerd
+    # refuses next to another separator or at the end: letters and digits only.
+    ns = "lkrig-" + "".join(ch for ch in base.name.removeprefix("lkrig-dockerd-") if ch.isalnum())
     lock = None
     if data_root is not None:
         data_root.mkdir(parents=True, exist_ok=True)

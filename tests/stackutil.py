@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-from rig import procs
+from rig import binaries, procs
 
 REPO = Path(__file__).resolve().parent.parent
 RIG = Path(sys.executable).parent / "rig"  # the console script the root pyproject installs
@@ -129,8 +129,6 @@ def synthetic_prometheus(tmp: Path, prom_port: int, exporter_port: int) -> Itera
     an exporter of every names.py metric; yields its URL."""
     import yaml
 
-    from rig import native
-
     config = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "rule_files": [str(p) for p in sorted((REPO / "prometheus" / "rules").glob("*.yml"))],
@@ -143,7 +141,7 @@ def synthetic_prometheus(tmp: Path, prom_port: int, exporter_port: int) -> Itera
         subprocess.Popen([sys.executable, str(REPO / "tests" / "tools" / "synthetic_exporter.py"),
                           str(exporter_port)],
                          stdout=subprocess.DEVNULL, stderr=open(tmp / "exporter.log", "w")),
-        subprocess.Popen([str(native.resolve_prometheus()), f"--config.file={tmp / 'prometheus.yml'}",
+        subprocess.Popen([str(binaries.resolve_prometheus()), f"--config.file={tmp / 'prometheus.yml'}",
                           f"--storage.tsdb.path={tmp / 'data'}",
                           f"--web.listen-address=127.0.0.1:{prom_port}"],
                          stdout=subprocess.DEVNULL, stderr=open(tmp / "prometheus.log", "w")),

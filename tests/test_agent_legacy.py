@@ -1,4 +1,4 @@
-"""Issue 2 acceptance on the legacy pin (1.3.12): with caller sound during the tool's preamble,
+"""The seed scenario on the legacy pin (1.3.12): with caller sound during the tool's preamble,
 the seed's pause becomes a circular wait raised by the framework and the session gets stuck."""
 
 from __future__ import annotations

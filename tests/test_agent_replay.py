@@ -1,5 +1,5 @@
-"""Issue 2 acceptance on the pinned livekit-agents (1.8.9): the scenarios' error counts, replayed
-offline through the same scenario, provider and counting code as the worker."""
+"""The scenarios' error counts on the pinned livekit-agents (1.8.9), replayed offline through the
+same scenario, provider and counting code as the worker."""
 
 from __future__ import annotations
 

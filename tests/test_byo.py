@@ -1,4 +1,4 @@
-"""Issue 7: bring your own agent. A user's agent (tests/byo_agent/hotel_desk: its own classes,
+"""Bring your own agent: a user's agent (tests/byo_agent/hotel_desk: its own classes,
 tools and words, none of the rig's scenarios) counted by lkrig_instrument through the one-line
 swaps, on both pinned livekit-agents versions, offline and under the rig with real callers.
 
@@ -26,7 +26,7 @@ import pytest
 from lkrig_instrument import names
 from stackutil import prom_query, wait_until
 
-from rig import native, pins
+from rig import binaries, native, pins
 
 REPO = Path(__file__).resolve().parent.parent
 BYO = REPO / "tests" / "byo_agent"
@@ -65,7 +65,7 @@ def clean_env() -> dict[str, str]:
 
 def python_for(version: str) -> Path:
     """The venv python for a pinned livekit-agents version (a missing venv fails, naming setup)."""
-    return native.resolve_agents_python(None if version == MAIN else version, PINS)
+    return binaries.resolve_agents_python(None if version == MAIN else version, PINS)
 
 
 def sample(metrics: str, name: str, **labels: str) -> float:
@@ -345,7 +345,7 @@ def byo_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[native.Stack
 def call(stack: native.StackInfo, seed: int) -> dict[str, Any]:
     env = {**os.environ, "LIVEKIT_URL": stack.livekit_url, "LIVEKIT_API_KEY": stack.api_key,
            "LIVEKIT_API_SECRET": stack.api_secret}
-    cmd = [sys.executable, "-m", "loadgen.caller", "--agent-name", stack.agent_name, "--scenario", "byo",
+    cmd = [sys.executable, "-m", "loadgen.cli", "--agent-name", stack.agent_name, "--scenario", "byo",
            "--profile", "fast", "--seed", str(seed), "--listen-first", "--join-timeout", "30",
            # the handoff's gap (last hold message to billing's greeting) must not end the turn
            "--settle", "4"]
@@ -353,8 +353,8 @@ def call(stack: native.StackInfo, seed: int) -> dict[str, Any]:
         cmd += ["--say", text]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=240, env=env, cwd=REPO)
     # livekit rtc sometimes panics in a tokio thread at interpreter exit and aborts (SIGABRT),
-    # after the caller printed its result (../shared/research/feasibility.md, "Rust panic at
-    # exit"); that exit is not what this test is about, a missing or partial result is.
+    # after the caller printed its result; that exit is not what this test is about, a missing
+    # or partial result is.
     exit_panic = done.returncode == -6 and "panic in a function that cannot unwind" in done.stderr
     assert done.returncode in (0, 1) or exit_panic, done.stderr
     return json.loads(done.stdout)

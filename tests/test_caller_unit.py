@@ -247,7 +247,7 @@ def test_outcomes_are_the_instrumented_label_values() -> None:
 
 def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "loadgen.caller", *args],
+        [sys.executable, "-m", "loadgen.cli", *args],
         capture_output=True,
         text=True,
         cwd=ROOT,

@@ -1,6 +1,6 @@
-"""rig/compose_faults.py against a real Docker engine: the four `rig run` faults on the containers
-of a compose project, through the same interface as NativeFaults (schedule, service, join,
-records, errors, busy).
+"""rig/backends/compose.py against a real Docker engine: the `rig run` faults (rig.faults) on the
+containers of a compose project, driven by the same FaultScheduler as natively (schedule, service,
+join, records, errors, busy).
 
 The module starts a private dockerd (tests/dockerengine.py: nothing on the host's network
 changes), imports a one-binary image (Debian's static busybox: no registry is needed), and brings
@@ -154,10 +154,11 @@ def project(engine: object) -> Iterator[Path]:
 
 
 def _injector(engine: object, **kw: object) -> tuple[object, list[str]]:
-    from rig.compose_faults import ComposeFaults
+    from rig.backends.compose import ComposeBackend
 
     said: list[str] = []
-    return ComposeFaults(kw.pop("project_name", PROJECT), said.append, engine, **kw), said
+    backend = ComposeBackend(kw.pop("project_name", PROJECT), engine, **kw)
+    return faults.FaultScheduler(backend, said.append), said
 
 
 def _drive(inj: object, specs: list[str], want: set[str], timeout: float = 40.0) -> None:
@@ -182,7 +183,7 @@ def _state(c: object) -> dict:
 def _snapshot(inj: object) -> dict[str, tuple[str, int]]:
     out = {}
     for svc in ("livekit", "agent", "agent-providers"):
-        for c in inj.containers(svc):
+        for c in inj.backend.containers(svc):
             s = _state(c)
             out[c.name] = (s["StartedAt"], s["Pid"])
     return out
@@ -208,8 +209,8 @@ def _read_override(c: object, dest: Path) -> tuple[dict, float, int]:
 
 def test_finds_the_projects_containers_by_compose_labels(engine, project) -> None:
     inj, _ = _injector(engine)
-    assert [c.name for c in inj.containers("agent")] == [f"{PROJECT}-agent-1", f"{PROJECT}-agent-2"]
-    assert [c.name for c in inj.containers("livekit")] == [f"{PROJECT}-livekit-1"]
+    assert [c.name for c in inj.backend.containers("agent")] == [f"{PROJECT}-agent-1", f"{PROJECT}-agent-2"]
+    assert [c.name for c in inj.backend.containers("livekit")] == [f"{PROJECT}-livekit-1"]
     # Another project's agent and a one-off container of this one are not the service's.
     labels = {"com.docker.compose.project": PROJECT, "com.docker.compose.service": "agent"}
     others = [engine.containers.create(IMAGE, ["/bin/sh", "-c", "true"], labels={**labels, **extra},
@@ -217,7 +218,7 @@ def test_finds_the_projects_containers_by_compose_labels(engine, project) -> Non
               for extra in ({"com.docker.compose.project": "someoneelse"},
                             {"com.docker.compose.oneoff": "True"})]
     try:
-        assert len(inj.containers("agent")) == 2
+        assert len(inj.backend.containers("agent")) == 2
     finally:
         for c in others:
             c.remove(force=True)
@@ -225,7 +226,7 @@ def test_finds_the_projects_containers_by_compose_labels(engine, project) -> Non
 
 def test_kill_agent_sigkills_the_busiest_agent_and_starts_it_again(engine, project) -> None:
     inj, said = _injector(engine)
-    victim = inj.containers("agent-providers")[0]  # serves agent_sessions_active 2: the busiest
+    victim = inj.backend.containers("agent-providers")[0]  # serves agent_sessions_active 2: the busiest
     before = _snapshot(inj)
     _drive(inj, ["kill-agent@0s"], {"kill-agent", "kill-agent:restarted"})
     kill, _ = inj.records
@@ -244,7 +245,7 @@ def test_kill_agent_sigkills_the_busiest_agent_and_starts_it_again(engine, proje
 
 def test_drain_agent_sigterms_waits_for_the_exit_then_starts_again(engine, project) -> None:
     inj, _ = _injector(engine, agent_services=("agent",))  # no metrics there: the first agent
-    victim = inj.containers("agent")[0]
+    victim = inj.backend.containers("agent")[0]
     before = _snapshot(inj)
     t = time.monotonic()
     _drive(inj, ["drain-agent@0s"], {"drain-agent", "drain-agent:restarted"})
@@ -259,7 +260,7 @@ def test_drain_agent_sigterms_waits_for_the_exit_then_starts_again(engine, proje
 
 def test_drain_agent_sigkills_a_worker_still_busy_after_the_grace(engine, project) -> None:
     inj, _ = _injector(engine, drain_grace=1.0)
-    victim = inj.containers("agent-providers")[0]  # the busiest; takes 5 s to drain
+    victim = inj.backend.containers("agent-providers")[0]  # the busiest; takes 5 s to drain
     started_before = len([w for w in _logs(victim) if w == "started"])
     _drive(inj, ["drain-agent@0s"], {"drain-agent", "drain-agent:restarted"})
     drain = inj.records[0]
@@ -273,7 +274,7 @@ def test_drain_agent_sigkills_a_worker_still_busy_after_the_grace(engine, projec
 
 def test_restart_livekit_stops_and_starts_the_livekit_container(engine, project) -> None:
     inj, _ = _injector(engine)
-    lk = inj.containers("livekit")[0]
+    lk = inj.backend.containers("livekit")[0]
     before = _snapshot(inj)
     _drive(inj, ["restart-livekit@0s"], {"restart-livekit", "restart-livekit:restarted"})
     assert lk.name in str(inj.records[0]["detail"]) and "exit code 0" in str(inj.records[0]["detail"])
@@ -306,7 +307,7 @@ def test_slow_provider_writes_the_override_into_every_agent_container(engine, pr
     from agent.latency import Override
 
     inj, _ = _injector(engine)
-    agents = inj.containers("agent") + inj.containers("agent-providers")
+    agents = inj.backend.containers("agent") + inj.backend.containers("agent-providers")
     stopped = agents[1]
     stopped.stop(timeout=1)  # a stopped agent gets the file too (it reads it when it starts)
     try:
@@ -367,7 +368,7 @@ def test_a_killed_agent_container_keeps_its_metrics_folder_as_docker_compose_yml
     then carries them over its start, lkrig_instrument.carry): the stand-in keeps the directory
     the way the real `agent` service does, so a tmpfs or a per-run volume there fails this."""
     inj, _ = _injector(engine, agent_services=("agent",))  # no metrics there: the first agent
-    victim = inj.containers("agent")[0]
+    victim = inj.backend.containers("agent")[0]
     where = _real_agent_storage()["environment"][MULTIPROC]
 
     def starts() -> list[str]:
@@ -380,17 +381,17 @@ def test_a_killed_agent_container_keeps_its_metrics_folder_as_docker_compose_yml
     assert starts() == [*before, "start"], f"{where} did not outlive the kill"
 
 
-# --- `rig run --compose`: the stack as rig.compose_stack finds it -----------------------------
+# --- `rig run --compose`: the stack as rig.backends.compose finds it --------------------------
 def test_the_stack_view_names_a_dead_service_and_reads_the_agents_logs_and_metrics(engine, project) -> None:
     from rig import reconcile
-    from rig.compose_stack import ComposeStack, ComposeStackError
+    from rig.backends.containers import ComposeStackError
 
     inj, _ = _injector(engine, agent_services=("agent-providers",))
-    stack = ComposeStack(inj)
+    stack = inj.backend
     assert stack.dead() is None
     # the host-network stand-in serves agent_sessions_active 2 on loopback
     urls = stack.agent_metrics_urls()
-    assert urls == [f"http://127.0.0.1:{_env_of(inj.containers('agent-providers')[0])['AGENT_METRICS_PORT']}/metrics"]
+    assert urls == [f"http://127.0.0.1:{_env_of(inj.backend.containers('agent-providers')[0])['AGENT_METRICS_PORT']}/metrics"]
     assert reconcile.agent_totals(urls).sessions_active == 2
     since = time.time()
     assert stack.agent_log_lines(since + 5) == []  # nothing logged after that
@@ -399,8 +400,8 @@ def test_the_stack_view_names_a_dead_service_and_reads_the_agents_logs_and_metri
         _ = stack.prometheus_url
     # an agent container with no network address (network_mode none) cannot be read
     with pytest.raises(ComposeStackError, match="no network address"):
-        ComposeStack(_injector(engine, agent_services=("agent",))[0]).agent_metrics_urls()
-    lk = inj.containers("livekit")[0]
+        _injector(engine, agent_services=("agent",))[0].backend.agent_metrics_urls()
+    lk = inj.backend.containers("livekit")[0]
     lk.stop(timeout=1)
     try:
         assert lk.name in (stack.dead() or "") and "exited" in (stack.dead() or "")
@@ -413,9 +414,9 @@ def test_the_stack_view_names_a_dead_service_and_reads_the_agents_logs_and_metri
 
 
 def _env_of(c: object) -> dict[str, str]:
-    from rig.compose_faults import _env
+    from rig.backends.containers import env_of
 
-    return _env(c)
+    return env_of(c)
 
 
 def wait_for(check, timeout: float) -> None:

@@ -34,14 +34,14 @@ from dockerengine import compose, compose_argv, import_standins, private_engine,
 from lkrig_instrument import names
 from stackutil import REPO, RIG, rig_env, wait_until
 
-from rig import envfile, headless, native, reconcile
-from rig.compose_faults import PROJECT_LABEL
+from rig import envfile, paths, promapi, reconcile
+from rig.backends.containers import PROJECT_LABEL
 from rig.promapi import Prometheus
 
 pytestmark = pytest.mark.timeout(1800)
 
 PROJECT = "lkrig"  # docker-compose.yml's name, and `rig run --compose`'s default
-DATA_ROOT = native.cache_dir() / "dockerd"
+DATA_ROOT = paths.cache_dir() / "dockerd"
 BUILD_HOST = REPO / "tests" / "compose" / "build-host.yml"
 BYO = REPO / "tests" / "byo_agent"
 UP = ["livekit", "agent", "locust-master", "locust-worker", "prometheus"]  # all but grafana
@@ -206,6 +206,25 @@ def test_fix_run_passes_the_default_slo(stack: Stack) -> None:
     assert rc == 0
 
 
+def test_sweep_on_the_compose_stack_measures_each_cell(stack: Stack) -> None:
+    """`rig sweep --compose`: the same grid as natively (tests/test_sweep.py), on the project."""
+    out = stack.work / "sweep"
+    proc = stack.rig("sweep", "--compose", PROJECT, "--scenarios", "seed,fix_filler_in_on_enter",
+                     "--profiles", "fast", "--users", "3", "--duration", "25s", "--call-gap", "3",
+                     "--out", str(out))
+    _ok(proc, "rig sweep --compose")
+    with open(out / "sweep.csv") as f:
+        rows = {r["scenario"]: r for r in csv.DictReader(f)}
+    assert set(rows) == {"seed", "fix_filler_in_on_enter"}
+    for r in rows.values():
+        assert r["ok"] == "1" and not r["notes"], r
+        assert int(r["turns_locust"]) >= 2 and float(r["turns_agent"]) == int(r["turns_locust"]), r
+    assert int(rows["seed"]["errors_draining"]) > 0, rows["seed"]
+    assert rows["fix_filler_in_on_enter"]["errors_total"] == "0", rows["fix_filler_in_on_enter"]
+    data = json.loads((out / "sweep.json").read_text())
+    assert data["params"]["compose_project"] == PROJECT and data["params"]["agents"] == AGENTS
+
+
 def test_a_killed_agent_container_is_reconciled_and_keeps_its_count(stack: Stack) -> None:
     run, rc = _run(stack, "kill", "--duration", "75s", "--scenario", "fix_filler_in_on_enter",
                    "--fault", "kill-agent@40s", "--slo", str(REPO / "slo" / "faults.yaml"))
@@ -223,12 +242,52 @@ def test_a_killed_agent_container_is_reconciled_and_keeps_its_count(stack: Stack
     assert at_kill > 0, kill
     c = stack.client.containers.get(victim)
     ip = next(iter(c.attrs["NetworkSettings"]["Networks"].values()))["IPAddress"]
-    now = run_in(stack.client.netns, lambda: headless.total(
-        headless.scrape(f"http://{ip}:9100/metrics", timeout=5), names.TURNS.name))
+    now = run_in(stack.client.netns, lambda: promapi.total(
+        promapi.scrape(f"http://{ip}:9100/metrics", timeout=5), names.TURNS.name))
     assert now >= at_kill, (victim, now, at_kill)
     window = f"{max(1, round(time.time() - run['run']['t0']))}s"
     resets = stack.query(lambda p: p.query(f"sum(resets({names.TURNS.name}[{window}]))", time.time()))
     assert [v for _, v in resets] in ([], [0.0]), resets
+
+
+def _reaches_livekit(c: Any) -> bool:
+    probe = "import socket; socket.create_connection(('livekit', 7880), timeout=3).close()"
+    return c.exec_run(["python", "-c", probe]).exit_code == 0
+
+
+def test_partition_agent_cuts_one_agent_off_livekit_and_joins_it_again(stack: Stack) -> None:
+    """The fault's primitives on the real stack: the busiest agent loses its link to livekit while
+    it runs, gets it back with its network name, and registers again (its healthcheck)."""
+    from rig import faults
+    from rig.backends.compose import ComposeBackend
+
+    said: list[str] = []
+    backend = ComposeBackend(PROJECT, stack.client, agent_services=("agent",))
+    scheduler = faults.FaultScheduler(backend, said.append)
+    started = {c.name: c.attrs["State"]["StartedAt"] for c in stack.containers("agent")}
+    assert all(_reaches_livekit(c) for c in stack.containers("agent"))
+
+    def cut_then_joined() -> tuple[str, bool, bool, bool]:
+        scheduler.schedule([faults.parse("partition-agent@0s:for=8s")], time.monotonic())
+        wait_until(lambda: scheduler.records or scheduler.errors, 30, "the partition")
+        assert not scheduler.errors, scheduler.errors
+        victim = scheduler.records[0]["detail"].split()[0]
+        c = stack.client.containers.get(victim)
+        others = [o for o in stack.containers("agent") if o.name != victim]
+        cut = (not _reaches_livekit(c), all(_reaches_livekit(o) for o in others))
+        scheduler.join(30.0)
+        return victim, *cut, _reaches_livekit(stack.client.containers.get(victim))
+
+    victim, cut_off, others_reach, back = run_in(stack.client.netns, cut_then_joined)
+    print(f"partition: {said}")
+    assert not scheduler.errors, scheduler.errors
+    assert [r["name"] for r in scheduler.records] == ["partition-agent", "partition-agent:end"]
+    assert cut_off and others_reach and back, (victim, cut_off, others_reach, back)
+    c = stack.client.containers.get(victim)
+    assert c.attrs["State"]["StartedAt"] == started[victim] and not backend.busy  # never restarted
+    # Its network name resolves again: the next run's calls reach it (the worker re-registers).
+    wait_until(lambda: stack.client.containers.get(victim).attrs["State"]["Health"]["Status"] == "healthy",
+               120, f"{victim} healthy again", interval=2)
 
 
 def test_multinode_profile_serves_a_caller_through_each_node(stack: Stack) -> None:
@@ -240,7 +299,7 @@ def test_multinode_profile_serves_a_caller_through_each_node(stack: Stack) -> No
     for node in ("livekit", "livekit-2"):
         argv, env = compose_argv(
             stack.client, stack.env_file, "run", "--rm", "--no-deps", "-e", f"LIVEKIT_URL=ws://{node}:7880",
-            "locust-worker", "python", "-m", "loadgen.caller", "--scenario", "fix_filler_in_on_enter",
+            "locust-worker", "python", "-m", "loadgen.cli", "--scenario", "fix_filler_in_on_enter",
             "--profile", "fast", "--room-prefix", f"multinode-{node}",
             "--say", "Hello, what programs do you offer?", env=multinode)
         callers[node] = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

@@ -1,4 +1,4 @@
-"""Issue 3: real callers (livekit.rtc, real speech audio) talk to the real agent workers through
+"""Real callers (livekit.rtc, real speech audio) talk to the real agent workers through
 the real livekit-server, and the agent's scheduling errors show up in the real Prometheus.
 
 One native stack for the module: livekit-server, 2 agent workers, Prometheus (no Locust).
@@ -41,10 +41,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[native.StackInfo
 
 def call(stack: native.StackInfo, scenario: str, profile: str, *says: str,
          seed: int = 1) -> dict[str, Any]:
-    """One conversation through `python -m loadgen.caller`, as a user would run it."""
+    """One conversation through `python -m loadgen.cli`, as a user would run it."""
     env = {**os.environ, "LIVEKIT_URL": stack.livekit_url, "LIVEKIT_API_KEY": stack.api_key,
            "LIVEKIT_API_SECRET": stack.api_secret}
-    cmd = [sys.executable, "-m", "loadgen.caller", "--agent-name", stack.agent_name,
+    cmd = [sys.executable, "-m", "loadgen.cli", "--agent-name", stack.agent_name,
            "--scenario", scenario, "--profile", profile, "--seed", str(seed), "--listen-first",
            "--join-timeout", "30", "--settle", "2.5"]
     for text in says:

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from lkrig_instrument import protocol
 
 from loadgen import audio
 from loadgen.detect import segment_audio
@@ -131,7 +132,7 @@ async def _loopback(info: native.StackInfo) -> dict[str, Any]:
             u = await cache.aget(text)
             plays.append((u, *(await a.play(u))))
             await asyncio.sleep(0.6)
-        await a.publish_data("lkrig.event", json.dumps({"event": "hello"}), 5)
+        await a.publish_data(protocol.EVENT_TOPIC, json.dumps({"event": "hello"}), 5)
         await asyncio.sleep(1.0)
         stats = engine.last_stats
         left = [await a.leave(), await b.leave()]
@@ -150,7 +151,7 @@ def test_one_call_hears_another_through_livekit_with_sample_accurate_edges(
     assert tracks and tracks[0]["participant"] == {"identity": "speaker", "agent": True}
     data = [e for e in ev if e["ev"] == "data"]
     assert [(d["topic"], json.loads(d["payload"]), d["from"]) for d in data] == [
-        ("lkrig.event", {"event": "hello"}, "speaker")]
+        (protocol.EVENT_TOPIC, {"event": "hello"}, "speaker")]
     edges = [(e["edge"], e["t"]) for e in ev if e["ev"] == "speech"]
     starts = [t for k, t in edges if k == "start"]
     for u, speech_start, eou in r["plays"]:

@@ -1,4 +1,4 @@
-"""Issue 4 against the real native stack: livekit-server, the real agent worker, Locust with the
+"""The load generator against the real native stack: livekit-server, the real agent worker, Locust with the
 real voice drivers (real WebRTC callers speaking espeak-ng audio).
 
 One stack for the module (`rig.native`, as `rig up --native --agents 1 --loadgen-workers 2`):
@@ -30,7 +30,8 @@ from stackutil import alive, wait_until
 
 from livekit import api
 from rig import headless, native, procs
-from rig.headless import drivers_of, scrape, total
+from rig.headless import drivers_of
+from rig.promapi import scrape, total
 
 REPO = Path(__file__).resolve().parent.parent
 PORT_OFFSET = 6500
@@ -268,7 +269,7 @@ def test_a_run_through_the_web_api_counts_this_runs_turns_and_no_earlier_ones(
 
 
 def test_every_dashboard_panel_returns_data_from_the_stack_after_the_load(stack: native.StackInfo) -> None:
-    """Issue 5: every panel's query, variables resolved as Grafana opens the dashboard, answers
+    """Every panel's query, variables resolved as Grafana opens the dashboard, answers
     from the native stack's own Prometheus, fed by the runs above (agent, livekit-server and the
     stack's Locust master, which the web-UI test drove)."""
     sys.path.insert(0, str(REPO / "tests" / "tools"))

@@ -1,4 +1,4 @@
-"""`rig report` (issue 6, item 5) against a real Prometheus scraping an exporter of the rig's metrics.
+"""`rig report` against a real Prometheus scraping an exporter of the rig's metrics.
 
 Prometheus (Debian's binary, resolved as `rig up --native` does) scrapes
 tests/tools/synthetic_exporter.py for ~35 s while Locust's real CSV writer records a run of
@@ -23,11 +23,11 @@ import pytest
 from lkrig_instrument import names
 from stackutil import synthetic_prometheus
 
-from rig import native, report, report_cmd
+from rig import paths, ports, report, report_cmd
 from rig.promapi import Prometheus
 
 PORT_OFFSET = 7500
-PROM_PORT = native.PROMETHEUS_PORT + PORT_OFFSET
+PROM_PORT = ports.PROMETHEUS_PORT + PORT_OFFSET
 EXPORTER_PORT = PROM_PORT + 1
 TOOLS = Path(__file__).resolve().parent / "tools"
 SCRAPE_SECONDS = 35
@@ -48,7 +48,7 @@ def rig_report(*args: str) -> subprocess.CompletedProcess[str]:
         capture_output=True,
         text=True,
         timeout=60,
-        cwd=native.REPO,
+        cwd=paths.REPO,
     )
 
 

@@ -1,4 +1,4 @@
-"""Issue 6 in CI: `rig run` end to end on the real native stack (livekit-server, 2 real agent
+"""`rig run` end to end, as CI runs it, on the real native stack (livekit-server, 2 real agent
 workers, Prometheus, Locust with real WebRTC callers), driven through the `rig` console script.
 
 * A 5-minute soak of 2 workers and 20 callers, a worker SIGKILLed at 2 min and livekit-server
@@ -33,7 +33,7 @@ import yaml
 from lkrig_instrument import names
 from stackutil import REPO, RIG, alive, listening, rig_env, wait_until
 
-from rig import native
+from rig import binaries
 from rig.promapi import Prometheus, PrometheusUnreachable
 
 SOAK_OFFSET = 9600
@@ -72,7 +72,7 @@ def stored_prometheus(out: Path, offset: int) -> Iterator[Prometheus]:
     config.write_text(yaml.safe_dump({"global": {"scrape_interval": "1h"}}))
     with open(out / "readback-prometheus.log", "wb") as log:
         popen = subprocess.Popen(
-            [str(native.resolve_prometheus()), f"--config.file={config}",
+            [str(binaries.resolve_prometheus()), f"--config.file={config}",
              f"--storage.tsdb.path={out / 'stack' / 'prometheus-data'}",
              f"--web.listen-address=127.0.0.1:{port}"], stdout=log, stderr=subprocess.STDOUT)
     prom = Prometheus(f"http://127.0.0.1:{port}")

@@ -33,9 +33,9 @@ from stackutil import (
     wait_until,
 )
 
-from rig import envfile, native, pins, procs
+from rig import binaries, envfile, native, pins, ports, procs, services
 
-LIVEKIT_BASE = native.livekit_base_ports()
+LIVEKIT_BASE = ports.livekit_base_ports()
 
 
 def _up_args(run_dir: Path, offset: int, *extra: str) -> list[str]:
@@ -114,7 +114,7 @@ def test_rig_up_detached_serves_livekit_scraped_by_prometheus_and_rig_down_leave
 
         # Prometheus, started by the rig, scrapes the real livekit-server exporter and itself.
         prom = info["prometheus_url"]
-        assert prom == f"http://127.0.0.1:{native.PROMETHEUS_PORT + offset}"
+        assert prom == f"http://127.0.0.1:{ports.PROMETHEUS_PORT + offset}"
         for job in ("livekit", "prometheus"):
             wait_until(
                 lambda job=job: any(r["value"][1] == "1" for r in prom_query(prom, f'up{{job="{job}"}}')),
@@ -141,7 +141,7 @@ def test_rig_up_detached_serves_livekit_scraped_by_prometheus_and_rig_down_leave
     assert down.returncode == 0, down.stderr
     assert "no process of the stack is left" in down.stdout
     _assert_nothing_left(
-        pids, [lk_port, native.PROMETHEUS_PORT + offset, LIVEKIT_BASE["prometheus"] + offset]
+        pids, [lk_port, ports.PROMETHEUS_PORT + offset, LIVEKIT_BASE["prometheus"] + offset]
     )
     assert not (tmp_path / "state.json").exists()
     # A second `rig down` has nothing to do and says so.
@@ -210,7 +210,7 @@ def test_foreground_rig_up_stops_everything(tmp_path: Path, how: str) -> None:
         # SIGKILL gives the supervisor no chance to clean up: the services must still go (PDEATHSIG).
         proc.kill()
         proc.wait(timeout=10)
-    _assert_nothing_left(pids, [LIVEKIT_BASE["port"] + offset, native.PROMETHEUS_PORT + offset])
+    _assert_nothing_left(pids, [LIVEKIT_BASE["port"] + offset, ports.PROMETHEUS_PORT + offset])
 
 
 def test_foreground_rig_up_stops_all_when_a_service_dies(tmp_path: Path) -> None:
@@ -220,7 +220,7 @@ def test_foreground_rig_up_stops_all_when_a_service_dies(tmp_path: Path) -> None
     assert proc.wait(timeout=60) == 1
     rest = proc.stdout.read() if proc.stdout else ""
     assert "livekit-server exited with code -9" in rest and "livekit-server.log" in rest
-    _assert_nothing_left(pids, [native.PROMETHEUS_PORT + 2600])
+    _assert_nothing_left(pids, [ports.PROMETHEUS_PORT + 2600])
 
 
 # --- bad input: one clear error, non-zero exit, nothing left running ---------------------------------
@@ -268,7 +268,7 @@ def test_occupied_port_is_named_and_nothing_starts(tmp_path: Path) -> None:
     assert f"held by pid {os.getpid()}" in up.stderr
     assert "--port-offset" in up.stderr
     assert not _started_pids(up.stdout)
-    assert not listening(native.PROMETHEUS_PORT + offset)
+    assert not listening(ports.PROMETHEUS_PORT + offset)
 
 
 def test_missing_server_binary_is_named_with_the_fix(tmp_path: Path) -> None:
@@ -369,19 +369,19 @@ def test_native_stack_fixture_media_stays_on_loopback(native_stack: native.Stack
 
 
 def test_native_prometheus_config_passes_promtool_with_agents_and_loadgen(tmp_path: Path) -> None:
-    ports = native.compute_ports(500, agents=2)
+    plan = ports.compute_ports(500, agents=2)
     out = tmp_path / "prometheus.yml"
-    native.write_prometheus_config(out, ports, agents=2, locust=True)
+    services.write_prometheus_config(out, plan, agents=2, locust=True)
     check = subprocess.run(["promtool", "check", "config", str(out)], capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
     jobs = {j["job_name"]: j["static_configs"] for j in yaml.safe_load(out.read_text())["scrape_configs"]}
     assert jobs["agent"] == [
-        {"targets": [f"127.0.0.1:{native.AGENT_METRICS_BASE + 500 + i}"], "labels": {"worker": f"agent-{i}"}}
+        {"targets": [f"127.0.0.1:{ports.AGENT_METRICS_BASE + 500 + i}"], "labels": {"worker": f"agent-{i}"}}
         for i in range(2)
     ]
-    assert jobs["loadgen"] == [{"targets": [f"127.0.0.1:{native.LOADGEN_METRICS_PORT + 500}"]}]
+    assert jobs["loadgen"] == [{"targets": [f"127.0.0.1:{ports.LOADGEN_METRICS_PORT + 500}"]}]
     # Without agents or Locust those jobs are left out rather than scraped in vain.
-    native.write_prometheus_config(out, ports, agents=0, locust=False)
+    services.write_prometheus_config(out, plan, agents=0, locust=False)
     assert {j["job_name"] for j in yaml.safe_load(out.read_text())["scrape_configs"]} == {
         "prometheus",
         "livekit",
@@ -396,7 +396,7 @@ def test_livekit_config_keeps_tcp_ice_off_and_ports_in_one_place() -> None:
     path.write_text(yaml.safe_dump(bad))
     try:
         with pytest.raises(native.StackError, match=r"rtc\.tcp_port must be 0"):
-            native.livekit_base_ports(path)
+            ports.livekit_base_ports(path)
     finally:
         path.unlink()
 
@@ -440,7 +440,7 @@ def test_version_bump_in_compose_changes_the_pins(tmp_path: Path, monkeypatch: p
     monkeypatch.setenv("RIG_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("LIVEKIT_SERVER_BIN", raising=False)
     with pytest.raises(native.StackError, match=r"livekit-server v9\.8\.7 .* is not installed"):
-        native.resolve_livekit_server(new.livekit_server, bumped)
+        binaries.resolve_livekit_server(new.livekit_server, bumped)
 
 
 def test_malformed_pin_line_is_named(tmp_path: Path) -> None:
@@ -486,7 +486,7 @@ def test_agents_and_locust_get_their_own_ports_and_are_scraped(
             str(tmp_path / "multiproc" / "agent-0"),
             str(tmp_path / "multiproc" / "agent-1"),
         }
-        assert info.locust_url == f"http://127.0.0.1:{native.LOCUST_WEB_PORT + 3300}"
+        assert info.locust_url == f"http://127.0.0.1:{ports.LOCUST_WEB_PORT + 3300}"
         got = procs.http_get(info.locust_url + "/stats/requests")
         assert got is not None and len(json.loads(got[1])["workers"]) == 2
 
@@ -510,7 +510,7 @@ def test_agents_and_locust_get_their_own_ports_and_are_scraped(
     assert not left
     # The agents' own children went too: the whole session is stopped, not just the worker.
     _assert_nothing_left(
-        {**info.pids, **{f"child-{c}": c for c in children}}, [native.LOCUST_WEB_PORT + 3300]
+        {**info.pids, **{f"child-{c}": c for c in children}}, [ports.LOCUST_WEB_PORT + 3300]
     )
 
 

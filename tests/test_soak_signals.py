@@ -1,4 +1,4 @@
-"""Issue 6, item 3: soak signals. RSS and open fds per worker and per job process (summed by
+"""Soak signals: RSS and open fds per worker and per job process (summed by
 role, dead processes reaped), asyncio tasks per session, speech handles unfinished at session
 end: sampled, exported through the multiprocess directory, alerted on, and live on the worker.
 """
@@ -179,10 +179,10 @@ def _worker(mp_dir: Path, log: Path) -> tuple[subprocess.Popen[bytes], str]:
 
 
 def _served(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float] | None:
-    from rig import headless
+    from rig import promapi
 
     try:
-        return headless.scrape(url, timeout=2)
+        return promapi.scrape(url, timeout=2)
     except OSError:
         return None
 

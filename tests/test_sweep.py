@@ -1,4 +1,4 @@
-"""Issue 6, item 6: `rig sweep` runs a grid of short headless runs against one real native stack
+"""`rig sweep` runs a grid of short headless runs against one real native stack
 (livekit-server, a real agent worker, Prometheus, Locust with real WebRTC callers) and writes
 the error rate by kind per cell as a table (Markdown, CSV) and plots (SVG, HTML).
 

@@ -1,8 +1,8 @@
 """The rig's scripted providers for a user's own agent: what `lkrig_instrument.providers_or`
 returns with RIG_PROVIDERS=scripted (RIG_PROVIDERS_FACTORY defaults to `agent.providers.byo:build`).
 
-* STT: the rig's ScriptedSTT. It answers with the transcript the rig's caller announces on the
-  data topic `lkrig.transcript` before it speaks, so it fits any agent (it needs the session's
+* STT: the rig's ScriptedSTT. It answers with the transcript the rig's caller announces in the
+  room before it speaks (lkrig_instrument.protocol), so it fits any agent (it needs the session's
   VAD to find the end of speech, like any non-streaming STT).
 * TTS: the rig's ScriptedTTS (espeak-ng speech after the injected first-byte delay).
 * LLM: only with RIG_LLM_SCRIPT=path.yaml, a conversation script for *your* agent (which tool to
@@ -26,12 +26,12 @@ from typing import Any
 import yaml
 from livekit.agents import llm
 from lkrig_instrument import names, prom, settings
-from lkrig_instrument.hooks import agents_version
+from lkrig_instrument.capabilities import agents_version
 
 from .. import dialog
 from .. import latency as latency_mod
 from .scripted_llm import ScriptedLLM
-from .scripted_stt import TRANSCRIPT_TOPIC, ScriptedSTT, TranscriptFeed
+from .scripted_stt import ScriptedSTT, TranscriptFeed
 from .scripted_tts import ScriptedTTS
 
 SCRIPT_ENV = "RIG_LLM_SCRIPT"
@@ -200,11 +200,7 @@ def build(kinds: Sequence[str]) -> dict[str, Any]:
     if "stt" in kinds:
         feed = TranscriptFeed()
         if room is not None:
-            def on_data(packet: Any) -> None:
-                if packet.topic == TRANSCRIPT_TOPIC:
-                    feed.announce(packet.data)
-
-            room.on("data_received", on_data)
+            feed.listen(room)
         out["stt"] = ScriptedSTT(feed, latency)
     if "tts" in kinds:
         out["tts"] = ScriptedTTS(latency)

@@ -1,6 +1,6 @@
 """An STT that returns what the caller says it is saying.
 
-The caller publishes each utterance's transcript (data topic `lkrig.transcript`) just before it
+The caller publishes each utterance's transcript (lkrig_instrument.protocol) just before it
 plays the utterance as real audio. The session's VAD finds the end of speech on that audio; the
 framework then calls recognize() on the segment and we answer with the pending transcript after
 the injected `stt_final` delay. Segments with no pending transcript (a cough, a second VAD
@@ -9,16 +9,15 @@ segment of one utterance) come back empty, and the framework ignores empty final
 
 from __future__ import annotations
 
-import json
 from collections import deque
 from dataclasses import dataclass
+from typing import Any
 
 from livekit.agents import APIConnectOptions, stt, utils
 from livekit.agents.types import NOT_GIVEN, NotGivenOr
+from lkrig_instrument import protocol
 
 from ..latency import Latency
-
-TRANSCRIPT_TOPIC = "lkrig.transcript"
 
 
 @dataclass
@@ -35,11 +34,18 @@ class TranscriptFeed:
         self.last_turn: str | None = None
 
     def announce(self, payload: bytes) -> None:
-        try:
-            msg = json.loads(payload)
-            self._pending.append(Utterance(str(msg["turn"]), str(msg["text"])))
-        except (ValueError, KeyError, TypeError):
-            pass  # not ours; other participants may use the topic name too
+        said = protocol.read_transcript(payload)
+        if said is not None:
+            self._pending.append(Utterance(*said))
+
+    def listen(self, room: Any) -> None:
+        """Take the transcripts announced in `room` (a livekit.rtc.Room)."""
+
+        def on_data(packet: Any) -> None:
+            if packet.topic == protocol.TRANSCRIPT_TOPIC:
+                self.announce(packet.data)
+
+        room.on("data_received", on_data)
 
     def take(self) -> Utterance | None:
         if not self._pending:

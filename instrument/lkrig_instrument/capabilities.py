@@ -18,13 +18,18 @@ _SAID_ENV = "LKRIG_CAPABILITIES_SAID"
 _said = False
 
 
-def _version() -> tuple[int, ...]:
+def agents_version() -> str:
+    """The running livekit-agents version (the `agents_version` label), or "unknown"."""
     try:
         from livekit.agents import __version__
 
-        return tuple(int(p) for p in str(__version__).split(".")[:3] if p.isdigit())
+        return str(__version__)
     except Exception:
-        return ()
+        return "unknown"
+
+
+def _version() -> tuple[int, ...]:
+    return tuple(int(p) for p in agents_version().split(".")[:3] if p.isdigit())
 
 
 def has_tool_execution_updated() -> bool:
@@ -41,8 +46,6 @@ def has_with_filler() -> bool:
 
 def missing() -> list[str]:
     """One sentence per hook this version lacks, saying what the counts lose by it."""
-    from .hooks import agents_version
-
     version = agents_version()
     out = []
     if not has_tool_execution_updated():

@@ -13,7 +13,7 @@ Hooks used (all public; nothing in livekit internals is patched):
   * `session.current_agent` and the speech handles, polled, to find sessions that are stuck:
     an AgentTask that never hands back, or a speech that never finishes.
 
-What a version lacks is said once per process in the log (`capabilities.report`).
+What a version lacks is said once per process in the log (`capabilities.report_once`).
 """
 
 from __future__ import annotations
@@ -38,15 +38,6 @@ _STAGES = {  # ChatMessage.metrics key -> stage label
     "end_of_turn_delay": "end_of_turn",
     "transcription_delay": "transcription",
 }
-
-
-def agents_version() -> str:
-    try:
-        from livekit.agents import __version__
-
-        return str(__version__)
-    except Exception:
-        return "unknown"
 
 
 class _LogTap(logging.Handler):
@@ -329,7 +320,7 @@ def instrument(
     capabilities.report_once()
     if _in_job():
         process_sampler.start("job")
-    labels = {"scenario": scenario, "profile": profile, "agents_version": agents_version()}
+    labels = {"scenario": scenario, "profile": profile, "agents_version": capabilities.agents_version()}
     LEDGER.default_labels = labels
     probe = SessionProbe(session, labels, stuck_timeout)
     CURRENT_OWNER.set(probe)

@@ -9,20 +9,13 @@ LKRIG_PROFILE set one.
 
 from __future__ import annotations
 
-import asyncio
-import json
-import logging
 from typing import Any, TypeVar
 
 from livekit.agents import AgentSession as _FrameworkSession
 
-from . import settings
+from . import protocol, settings
 from .hooks import SessionProbe, instrument
 from .ledger import LEDGER, Labels
-
-log = logging.getLogger("lkrig.instrument")
-EVENT_TOPIC = "lkrig.event"  # agent -> the rig's caller
-TRANSCRIPT_TOPIC = "lkrig.transcript"  # the rig's caller -> agent: {"turn", "text"} before it speaks
 
 Userdata_T = TypeVar("Userdata_T")
 
@@ -62,39 +55,26 @@ def _finish_with_the_job(probe: SessionProbe) -> None:
 
 def _tell_the_caller(session: Any, probe: SessionProbe, room: Any) -> None:
     """Speak the rig's caller protocol, as the rig's own agent does, so that its callers and
-    Locust work unchanged: each error counted for this session (`{"event": "error", "kind"}`, the
-    caller marks that turn `agent_error`), and each user turn the session commits (`{"event":
-    "turn", "turn"}`, with the id of the newest utterance the caller announced)."""
-    pending: set[asyncio.Task[None]] = set()
+    Locust work unchanged: each error counted for this session (`protocol.error`, the caller
+    marks that turn `agent_error`), and each user turn the session commits (`protocol.turn`, with
+    the id of the newest utterance the caller announced)."""
+    send = protocol.EventSender(room).send
     announced: list[str] = []
-
-    async def publish(event: dict[str, str]) -> None:
-        try:
-            await room.local_participant.publish_data(
-                json.dumps(event).encode(), reliable=True, topic=EVENT_TOPIC)
-        except Exception:  # the caller may be gone, the room closed
-            log.debug("could not publish %s to the room", event)
-
-    def send(event: dict[str, str]) -> None:
-        task = asyncio.get_running_loop().create_task(publish(event))
-        pending.add(task)
-        task.add_done_callback(pending.discard)
 
     def on_error(kind: str, labels: Labels, owner: object) -> None:
         if owner is probe:
-            send({"event": "error", "kind": kind})
+            send(protocol.error(kind))
 
     def on_data(packet: Any) -> None:
-        if getattr(packet, "topic", None) != TRANSCRIPT_TOPIC:
+        if getattr(packet, "topic", None) != protocol.TRANSCRIPT_TOPIC:
             return
-        try:
-            announced.append(str(json.loads(packet.data)["turn"]))
-        except (ValueError, KeyError, TypeError):
-            pass  # not the rig's caller
+        said = protocol.read_transcript(packet.data)
+        if said is not None:
+            announced.append(said[0])
 
     def on_transcribed(ev: Any) -> None:
         if getattr(ev, "is_final", False) and str(getattr(ev, "transcript", "")).strip() and announced:
-            send({"event": "turn", "turn": announced[-1]})
+            send(protocol.turn(announced[-1]))
 
     LEDGER.add_listener(on_error)
     room.on("data_received", on_data)

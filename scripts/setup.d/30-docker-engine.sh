@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs what tests/test_compose_faults.py needs to run the compose faults (rig/compose_faults.py)
+# Installs what tests/test_compose_faults.py needs to run the compose faults (rig/backends/compose.py)
 # against a real Docker engine, with no image registry:
 #   - Debian's docker.io (dockerd, containerd, runc); the test starts a private dockerd of its own
 #     (own socket, data and exec roots under its temp dir, no iptables, no bridge) and stops it;
