@@ -8,9 +8,9 @@ import argparse
 import re
 import sys
 
-from rig import down_cmd, replay_cmd, report_cmd, run_cmd, sweep_cmd, up_cmd
+from rig import down_cmd, explain_cmd, replay_cmd, report_cmd, run_cmd, sweep_cmd, up_cmd
 
-COMMANDS = (up_cmd, down_cmd, replay_cmd, run_cmd, report_cmd, sweep_cmd)
+COMMANDS = (up_cmd, down_cmd, replay_cmd, run_cmd, report_cmd, sweep_cmd, explain_cmd)
 _NEGATIVE = re.compile(r"^-\d")  # a value like -30m or -1, not an option
 
 

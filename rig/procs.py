@@ -44,21 +44,41 @@ def proc_info(pid: int) -> ProcInfo | None:
     )
 
 
+def running(info: ProcInfo) -> bool:
+    """Whether the process has not finished exiting. A multi-threaded process's leader thread can
+    be a zombie while its other threads still exit, holding the process's files and sockets (its
+    ports still listen): it runs until its last thread is gone."""
+    if info.state not in ("Z", "X"):
+        return True
+    try:
+        tasks = os.listdir(f"/proc/{info.pid}/task")
+    except OSError:
+        return False
+    for tid in tasks:
+        try:
+            raw = Path(f"/proc/{info.pid}/task/{tid}/stat").read_text()
+        except OSError:
+            continue
+        if raw[raw.rindex(")") + 2 :].split()[0] not in ("Z", "X"):
+            return True
+    return False
+
+
 def session_members(sid: int, not_before_ticks: int = 0) -> list[int]:
-    """Live (non-zombie) pids in session `sid` that started no earlier than the leader did."""
+    """Running pids in session `sid` that started no earlier than the leader did."""
     members = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         info = proc_info(int(entry))
-        if info and info.sid == sid and info.state not in ("Z", "X") and info.start_ticks >= not_before_ticks:
+        if info and info.sid == sid and info.start_ticks >= not_before_ticks and running(info):
             members.append(info.pid)
     return members
 
 
 def is_same_process(pid: int, start_ticks: int) -> bool:
     info = proc_info(pid)
-    return info is not None and info.start_ticks == start_ticks and info.state not in ("Z", "X")
+    return info is not None and info.start_ticks == start_ticks and running(info)
 
 
 def die_with_parent(sig: int = signal.SIGTERM) -> Callable[[], None]:

@@ -74,9 +74,10 @@ def listening(port: int) -> bool:
 
 
 def alive(pid: int) -> bool:
-    """True while the process exists and is not a zombie (a zombie has already exited)."""
+    """True until the process has finished exiting (procs.running: a zombie leader whose other
+    threads still exit still holds its sockets)."""
     info = procs.proc_info(pid)
-    return info is not None and info.state not in ("Z", "X")
+    return info is not None and procs.running(info)
 
 
 def socket_addresses(pid: int) -> list[tuple[str, str, int]]:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from . import names, prom
-from .taxonomy import kind_of_error_text, kind_of_log_message
+from .taxonomy import filler_kind, kind_of_error_text, kind_of_log_message
 
 log = logging.getLogger("lkrig.instrument")
 
@@ -141,7 +141,7 @@ class Ledger:
         self._seen_exc.append(exc)
         kind = kind_of_error_text(str(exc))
         if origin == "filler":
-            kind = "filler_dropped" if kind in (None, "draining", "closing") else kind
+            kind = filler_kind(kind)
         elif kind is None:
             if origin == "tool":
                 kind = "tool_error_other"

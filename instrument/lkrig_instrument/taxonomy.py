@@ -15,6 +15,9 @@ NOT_RUNNING = "the scheduling_task is not running"
 TASK_UNFINISHED = "The asyncio.Task finished before"
 FILLER_DROPPED = "filler stopped on an error"
 TOOL_FAILED = "exception occurred while executing tool"
+# ends the draining and the not-running messages from 1.4.3 on, when refused speech started to be
+# interrupted (see rig/explain_table.py for the lines); its absence dates a message
+CANCELLED_SUFFIX = ", the speech will be cancelled"
 
 
 def kind_of_error_text(text: str) -> str | None:
@@ -35,3 +38,21 @@ def kind_of_log_message(message: str) -> str | None:
     if TASK_UNFINISHED in message:
         return "task_unfinished"
     return None
+
+
+def filler_kind(error_kind: str | None) -> str:
+    """What a with_filler drop counts as, given the kind of the error that stopped the filler: the
+    refusal is the drop (one `filler_dropped`), any other error keeps its own kind."""
+    return "filler_dropped" if error_kind in (None, "draining", "closing") else error_kind
+
+
+def kind_of_record(message: str, error_text: str | None = None) -> str | None:
+    """The kind of one log record: its message and the text of the exception it carries.
+
+    with_filler's "filler stopped on an error" carries the refusal that stopped the filler; the
+    record is one `filler_dropped` (the refusal is the drop, not a second error), as the ledger
+    counts it."""
+    error_kind = kind_of_error_text(error_text) if error_text else None
+    if FILLER_DROPPED in message:
+        return filler_kind(error_kind)
+    return error_kind or kind_of_error_text(message) or kind_of_log_message(message)
