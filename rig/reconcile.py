@@ -1,7 +1,7 @@
 """End-of-run reconciliation: every count the rig reports must agree with its other sources.
 
-    turns      Locust's turn requests == the master's caller_turns_total == Prometheus's
-               == the agents' agent_turns_total (scraped from each worker) == Prometheus's
+    turns      Locust's turn requests == the master's lkrig_caller_turns_total == Prometheus's
+               == the agents' lkrig_agent_turns_total (scraped from each worker) == Prometheus's
     errors     per kind: the agents' log lines "speech scheduling error counted: KIND" (one per
                counted error, lkrig_instrument.ledger) == their counter == Prometheus's
 

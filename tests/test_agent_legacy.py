@@ -36,8 +36,8 @@ def test_seed_with_barge_in_is_a_circular_wait_and_a_stuck_session(tmp_path: Pat
     assert r.summary["errors"] == {"draining": 3, "circular_wait": 3, "task_unfinished": 3,
                                    "scheduler_not_running": 3}
     assert r.summary["stuck"] == 3 and r.summary["completed"] == 0
-    assert r.sample("speech_scheduling_errors_total", kind="circular_wait") == 3
-    assert r.sample("agent_stuck_sessions_total", scenario="seed") == 3
+    assert r.sample("lkrig_speech_scheduling_errors_total", kind="circular_wait") == 3
+    assert r.sample("lkrig_agent_stuck_sessions_total", scenario="seed") == 3
 
 
 def test_seed_without_caller_sound_is_only_draining(tmp_path: Path) -> None:

@@ -20,9 +20,9 @@ def test_seed_is_refused_as_draining_in_every_run(tmp_path: Path) -> None:
     # the refused filler does not break the conversation: the final answer still comes
     assert r.summary["completed"] == 20
     # counted once: the Prometheus counter says 20 too, and no other kind moved
-    assert r.sample("speech_scheduling_errors_total", kind="draining", scenario="seed") == 20
+    assert r.sample("lkrig_speech_scheduling_errors_total", kind="draining", scenario="seed") == 20
     others = sum(
-        r.sample("speech_scheduling_errors_total", kind=k, scenario="seed")
+        r.sample("lkrig_speech_scheduling_errors_total", kind=k, scenario="seed")
         for k in (
             "closing",
             "circular_wait",
@@ -33,7 +33,7 @@ def test_seed_is_refused_as_draining_in_every_run(tmp_path: Path) -> None:
         )
     )
     assert others == 0
-    assert r.sample("agent_speeches_done_total", outcome="rejected", source="say") == 20
+    assert r.sample("lkrig_agent_speeches_done_total", outcome="rejected", source="say") == 20
 
 
 def test_caller_sound_during_the_preamble_changes_nothing_on_current_versions(
@@ -57,7 +57,7 @@ def test_awaiting_own_handle_is_a_circular_wait_every_run(tmp_path: Path) -> Non
     r = replay(tmp_path, "--scenario", "await_own_handle", "--profile", "typical", "--runs", "20", *FAST)
     assert r.rc == 0, r.stderr
     assert r.summary["errors"] == {"circular_wait": 20}
-    assert r.sample("speech_scheduling_errors_total", kind="circular_wait") == 20
+    assert r.sample("lkrig_speech_scheduling_errors_total", kind="circular_wait") == 20
     assert r.summary["completed"] == 0  # the tool failed: the caller hears an apology instead
 
 
@@ -72,7 +72,7 @@ def test_with_filler_drops_are_counted_once_as_filler_dropped(tmp_path: Path) ->
     logged = r.stderr.count("filler stopped on an error")
     assert r.summary["errors"].get("filler_dropped", 0) == logged
     assert "draining" not in r.summary["errors"]
-    assert r.sample("speech_scheduling_errors_total", kind="filler_dropped") == logged
+    assert r.sample("lkrig_speech_scheduling_errors_total", kind="filler_dropped") == logged
     assert r.summary["filler_played"] + logged == 20  # every run: heard, or dropped and counted
 
 
@@ -107,7 +107,7 @@ def test_fix_scenarios_never_hit_a_scheduling_error(
     assert r.summary["completed"] == 200
     assert r.summary["filler_played"] == 200
     total = sum(
-        r.sample("speech_scheduling_errors_total", kind=k)
+        r.sample("lkrig_speech_scheduling_errors_total", kind=k)
         for k in (
             "draining",
             "closing",

@@ -102,9 +102,9 @@ def test_replayed_counts_equal_what_the_framework_logged(replayed: tuple[str, di
     # the agent does provoke both mistakes, so the equality above is not between two zeros
     assert set(logged) == set(FRAMEWORK_TEXTS)
     for kind in names.ERROR_KINDS:
-        assert sample(out["metrics"], "speech_scheduling_errors_total", kind=kind, scenario="byo",
+        assert sample(out["metrics"], "lkrig_speech_scheduling_errors_total", kind=kind, scenario="byo",
                       agents_version=version) == logged[kind], kind
-    assert sample(out["metrics"], "agent_handoffs_total", scenario="byo") == len(out["runs"])
+    assert sample(out["metrics"], "lkrig_agent_handoffs_total", scenario="byo") == len(out["runs"])
 
 
 def test_what_a_version_lacks_is_said_once(replayed: tuple[str, dict[str, Any], str]) -> None:
@@ -173,7 +173,7 @@ def test_metrics_are_served_for_a_server_built_without_server_options(tmp_path: 
     subprocess.run([sys.executable, "-c", earlier], check=True, timeout=60, env=env)
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env)
     assert done.returncode == 0, done.stderr
-    assert sample(done.stdout, "agent_handoffs_total", scenario="byo") == 5
+    assert sample(done.stdout, "lkrig_agent_handoffs_total", scenario="byo") == 5
     assert list((tmp_path / "carried").glob("counter_*.db")), "the earlier count was not set aside"
     assert list(tmp_path.glob("counter_*.db")), "the count did not go through the multiprocess directory"
 
@@ -399,13 +399,13 @@ def test_two_concurrent_callers_errors_in_prometheus_equal_the_framework_log(
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         results = list(pool.map(lambda seed: call(stack, seed), (1, 2)))
     assert [r["join"]["outcome"] for r in results] == ["ok", "ok"], [r["join"] for r in results]
-    wait_until(lambda: prom_total(stack, 'sum(agent_sessions_ended_total{scenario="byo"})') >= 2,
+    wait_until(lambda: prom_total(stack, 'sum(lkrig_agent_sessions_ended_total{scenario="byo"})') >= 2,
                90, "both sessions ended, in Prometheus")
     log = Path(stack.logs_dir) / "agent-0.log"
     version, per_job = framework_log(log)
     logged = sum(per_job.values(), collections.Counter())
     assert set(logged) == set(FRAMEWORK_TEXTS), per_job  # both mistakes happened, in the framework's words
-    expr = 'sum by (kind) (speech_scheduling_errors_total{scenario="byo"})'
+    expr = 'sum by (kind) (lkrig_speech_scheduling_errors_total{scenario="byo"})'
     wait_until(lambda: {k: v for k, v in prom_by(stack, expr, "kind").items() if v} == dict(logged),
                60, f"Prometheus to show {dict(logged)}")
     counted = prom_by(stack, expr, "kind")
@@ -415,11 +415,11 @@ def test_two_concurrent_callers_errors_in_prometheus_equal_the_framework_log(
           f"{ {k: v for k, v in counted.items() if v} } (livekit-agents {version}, stack up in "
           f"{stack.startup_seconds} s)")
     # labelled with the version the worker itself announced, the user's pin
-    versions = prom_by(stack, 'sum by (agents_version) (speech_scheduling_errors_total{scenario="byo"})',
+    versions = prom_by(stack, 'sum by (agents_version) (lkrig_speech_scheduling_errors_total{scenario="byo"})',
                        "agents_version")
     assert set(versions) == {version} and version
-    assert prom_total(stack, 'sum(agent_handoffs_total{scenario="byo"})') == 2
-    assert prom_total(stack, 'sum(agent_sessions_ended_total{scenario="byo"})') == 2
+    assert prom_total(stack, 'sum(lkrig_agent_handoffs_total{scenario="byo"})') == 2
+    assert prom_total(stack, 'sum(lkrig_agent_sessions_ended_total{scenario="byo"})') == 2
     # each caller was told of the errors of its own session, in the turn they happened in
     for r in results:
         job = r["join"]["agent_identity"].removeprefix("agent-")
@@ -438,4 +438,4 @@ def test_two_concurrent_callers_errors_in_prometheus_equal_the_framework_log(
     with urllib.request.urlopen(stack.agents[0].metrics_url, timeout=5) as resp:
         text = resp.read().decode()
     for kind in names.ERROR_KINDS:
-        assert sample(text, "speech_scheduling_errors_total", kind=kind, scenario="byo") == logged[kind]
+        assert sample(text, "lkrig_speech_scheduling_errors_total", kind=kind, scenario="byo") == logged[kind]

@@ -8,7 +8,7 @@ up a small project with the Docker Compose v2 binary the venv already has (compo
 containers carry the labels Compose itself sets. Its services stand in for the real ones:
 `livekit` (exits on SIGTERM), `agent` x2 (a healthcheck, a 0.5 s drain on SIGTERM, the override
 path in LKRIG_LATENCY_OVERRIDE) and `agent-providers` (host network, serves
-`agent_sessions_active 2` on /metrics so it is the busiest agent; a 5 s drain; restart: always).
+`lkrig_agent_sessions_active 2` on /metrics so it is the busiest agent; a 5 s drain; restart: always).
 Each container prints `started` when it starts and `got TERM` when SIGTERM reaches it.
 
 scripts/setup.d/30-docker-engine.sh installs docker.io, busybox-static and the Docker SDK. Like
@@ -90,7 +90,7 @@ def _compose_file(metrics_port: int) -> dict:
                 "restart": "always", "healthcheck": agent_health,
                 "environment": {"LKRIG_LATENCY_OVERRIDE": OVERRIDE,
                                 "AGENT_METRICS_PORT": str(metrics_port)},
-                "command": _service_cmd(5, ready + "mkdir -p /www; echo 'agent_sessions_active 2'"
+                "command": _service_cmd(5, ready + "mkdir -p /www; echo 'lkrig_agent_sessions_active 2'"
                                         f" > /www/metrics; httpd -p 127.0.0.1:{metrics_port} -h /www; ")},
         },
     }
@@ -226,7 +226,7 @@ def test_finds_the_projects_containers_by_compose_labels(engine, project) -> Non
 
 def test_kill_agent_sigkills_the_busiest_agent_and_starts_it_again(engine, project) -> None:
     inj, said = _injector(engine)
-    victim = inj.backend.containers("agent-providers")[0]  # serves agent_sessions_active 2: the busiest
+    victim = inj.backend.containers("agent-providers")[0]  # serves lkrig_agent_sessions_active 2: the busiest
     before = _snapshot(inj)
     _drive(inj, ["kill-agent@0s"], {"kill-agent", "kill-agent:restarted"})
     kill, _ = inj.records
@@ -389,7 +389,7 @@ def test_the_stack_view_names_a_dead_service_and_reads_the_agents_logs_and_metri
     inj, _ = _injector(engine, agent_services=("agent-providers",))
     stack = inj.backend
     assert stack.dead() is None
-    # the host-network stand-in serves agent_sessions_active 2 on loopback
+    # the host-network stand-in serves lkrig_agent_sessions_active 2 on loopback
     urls = stack.agent_metrics_urls()
     assert urls == [f"http://127.0.0.1:{_env_of(inj.backend.containers('agent-providers')[0])['AGENT_METRICS_PORT']}/metrics"]
     assert reconcile.agent_totals(urls).sessions_active == 2

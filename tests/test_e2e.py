@@ -112,7 +112,7 @@ def session_pid(result: dict[str, Any]) -> int:
 def test_seed_caller_hears_preamble_and_question_and_draining_is_counted(
         stack: native.StackInfo) -> None:
     before = metric_total(stack.prometheus_url,
-                          'sum(speech_scheduling_errors_total{kind="draining",scenario="seed"})')
+                          'sum(lkrig_speech_scheduling_errors_total{kind="draining",scenario="seed"})')
     result = call(stack, "seed", "fast", ASK, ANSWER)
     assert result["join"]["outcome"] == "ok", result["join"]
     assert result["join"]["dispatch_to_join_s"] < 10
@@ -125,11 +125,11 @@ def test_seed_caller_hears_preamble_and_question_and_draining_is_counted(
     assert [t["outcome"] for t in result["turns"]] == ["ok", "agent_error", "ok"]
     wait_until(lambda: metric_total(
         stack.prometheus_url,
-        'sum(speech_scheduling_errors_total{kind="draining",scenario="seed"})') >= before + 1,
+        'sum(lkrig_speech_scheduling_errors_total{kind="draining",scenario="seed"})') >= before + 1,
         60, "the draining error in Prometheus")
     # exactly one: nothing else was counted for this call
     assert metric_total(stack.prometheus_url,
-                        'sum(speech_scheduling_errors_total{scenario="seed"})') == before + 1
+                        'sum(lkrig_speech_scheduling_errors_total{scenario="seed"})') == before + 1
 
 
 def test_counts_outlive_the_job_process_and_every_metric_is_exported(
@@ -150,7 +150,7 @@ def test_counts_outlive_the_job_process_and_every_metric_is_exported(
                 continue
             assert f"\n{sample}{{" in exported, f"{sample} is not on any worker's /metrics"
     drained = sum(float(line.rsplit(" ", 1)[1]) for line in exported.splitlines()
-                  if line.startswith("speech_scheduling_errors_total{")
+                  if line.startswith("lkrig_speech_scheduling_errors_total{")
                   and 'kind="draining"' in line and 'profile="typical"' in line)
     assert drained == 1
 
@@ -169,7 +169,7 @@ def test_filler_in_on_enter_is_heard_first_without_errors_and_shortens_the_silen
     fix_gap = silence_after(fix_ask, dialog.PREAMBLE)
     assert fix_gap < seed_gap, f"fix gap {fix_gap:.3f} s, seed gap {seed_gap:.3f} s"
     errors = metric_total(stack.prometheus_url,
-                          'sum(speech_scheduling_errors_total{scenario="fix_filler_in_on_enter"})')
+                          'sum(lkrig_speech_scheduling_errors_total{scenario="fix_filler_in_on_enter"})')
     assert errors == 0
 
 
@@ -183,7 +183,7 @@ def test_six_concurrent_callers_spread_over_two_workers(stack: native.StackInfo)
 
     results = asyncio.run(six())
     assert [r["join"]["outcome"] for r in results] == ["ok"] * 6, [r["join"] for r in results]
-    expr = 'sum by (worker) (agent_sessions_ended_total{scenario="seed_nowait"})'
+    expr = 'sum by (worker) (lkrig_agent_sessions_ended_total{scenario="seed_nowait"})'
     wait_until(lambda: metric_total(stack.prometheus_url, expr.replace(" by (worker)", "")) >= 6,
                60, "6 ended sessions in Prometheus")
     per_worker = {r["metric"]["worker"]: float(r["value"][1])
@@ -193,7 +193,7 @@ def test_six_concurrent_callers_spread_over_two_workers(stack: native.StackInfo)
     # the workers' own /metrics agree with Prometheus, worker by worker
     for endpoint in stack.agents:
         own = sum(float(line.rsplit(" ", 1)[1]) for line in worker_metrics(endpoint).splitlines()
-                  if line.startswith("agent_sessions_ended_total{")
+                  if line.startswith("lkrig_agent_sessions_ended_total{")
                   and 'scenario="seed_nowait"' in line)
         assert own == per_worker[endpoint.name], (endpoint.name, own, per_worker)
     # Reconcile. Every turn the agent committed cost exactly one refused filler. On a saturated
@@ -205,9 +205,9 @@ def test_six_concurrent_callers_spread_over_two_workers(stack: native.StackInfo)
                    if e.get("event") == kind)
 
     answered = events("turn")
-    turns = metric_total(stack.prometheus_url, 'sum(agent_turns_total{scenario="seed_nowait"})')
+    turns = metric_total(stack.prometheus_url, 'sum(lkrig_agent_turns_total{scenario="seed_nowait"})')
     errors = metric_total(stack.prometheus_url,
-                          'sum(speech_scheduling_errors_total{scenario="seed_nowait"})')
+                          'sum(lkrig_speech_scheduling_errors_total{scenario="seed_nowait"})')
     assert errors == turns <= 6
     assert events("error") <= answered <= turns
     assert answered >= 4, [[t["outcome"] for t in r["turns"]] for r in results]

@@ -161,20 +161,20 @@ def test_metrics_from_two_workers_add_up_on_the_master_and_use_only_registered_n
         server.shutdown()
         thread.join(5)
     sel = tuple(sorted(lab.items()))
-    assert got[("caller_turn_latency_seconds_count", sel)] == 5
-    assert got[("caller_turn_latency_seconds_sum", sel)] == pytest.approx(0.02 + 0.4 + 1.2 + 0.4 + 25.0)
+    assert got[("lkrig_caller_turn_latency_seconds_count", sel)] == 5
+    assert got[("lkrig_caller_turn_latency_seconds_sum", sel)] == pytest.approx(0.02 + 0.4 + 1.2 + 0.4 + 25.0)
     bucket = {float(dict(k[1])["le"]): v for k, v in got.items()
-              if k[0] == "caller_turn_latency_seconds_bucket"}
+              if k[0] == "lkrig_caller_turn_latency_seconds_bucket"}
     assert bucket[0.025] == 1 and bucket[0.5] == 3 and bucket[1.5] == 4 and bucket[20.0] == 4
     assert bucket[float("inf")] == 5
-    assert got[("caller_turns_total", tuple(sorted({**lab, "outcome": "ok"}.items())))] == 5
-    assert got[("caller_turns_total", tuple(sorted({**lab, "outcome": "dead_air"}.items())))] == 2
-    assert got[("caller_dead_air_total", sel)] == 2
-    assert got[("caller_silence_gap_seconds_count", sel)] == 5
-    assert got[("caller_dispatch_to_join_seconds_count", sel)] == 2
-    assert got[("caller_rooms_without_agent_total", sel)] == 2
-    assert got[("caller_conversations_total", tuple(sorted({**lab, "outcome": "dead_air"}.items())))] == 2
-    assert got[("callers_active", sel)] == 3  # both workers left their call; w0 now has 3
+    assert got[("lkrig_caller_turns_total", tuple(sorted({**lab, "outcome": "ok"}.items())))] == 5
+    assert got[("lkrig_caller_turns_total", tuple(sorted({**lab, "outcome": "dead_air"}.items())))] == 2
+    assert got[("lkrig_caller_dead_air_total", sel)] == 2
+    assert got[("lkrig_caller_silence_gap_seconds_count", sel)] == 5
+    assert got[("lkrig_caller_dispatch_to_join_seconds_count", sel)] == 2
+    assert got[("lkrig_caller_rooms_without_agent_total", sel)] == 2
+    assert got[("lkrig_caller_conversations_total", tuple(sorted({**lab, "outcome": "dead_air"}.items())))] == 2
+    assert got[("lkrig_callers_active", sel)] == 3  # both workers left their call; w0 now has 3
     allowed = {s for m in names.CALLER_METRICS for s in m.samples}
     assert {name for name, _ in got} <= allowed
     agg.forget("w0")
@@ -196,17 +196,17 @@ def test_a_prepared_run_serves_every_caller_series_at_zero_until_calls_report() 
     for m in names.CALLER_METRICS:
         assert any(name in m.samples for name, _ in before), m.name
     assert all(v == 0 for v in before.values())
-    outcomes = {dict(k[1])["outcome"] for k in before if k[0] == "caller_conversations_total"}
+    outcomes = {dict(k[1])["outcome"] for k in before if k[0] == "lkrig_caller_conversations_total"}
     assert outcomes == set(names.CONVERSATION_OUTCOMES)
-    assert {dict(k[1])["outcome"] for k in before if k[0] == "caller_turns_total"} == set(names.TURN_OUTCOMES)
+    assert {dict(k[1])["outcome"] for k in before if k[0] == "lkrig_caller_turns_total"} == set(names.TURN_OUTCOMES)
     # The first report then moves series that already exist: rate() sees that first turn.
     rec = metrics.Recorder()
     metrics.CallerMetrics(rec).turn({"outcome": "ok", "latency_s": 0.4, "gaps_s": []}, **lab)
     agg.merge("w0", rec.drain())
     after = served()
-    assert after[("caller_turn_latency_seconds_count", sel)] == 1
-    assert after[("caller_turns_total", tuple(sorted({**lab, "outcome": "ok"}.items())))] == 1
-    assert after[("caller_dead_air_total", sel)] == 0
+    assert after[("lkrig_caller_turn_latency_seconds_count", sel)] == 1
+    assert after[("lkrig_caller_turns_total", tuple(sorted({**lab, "outcome": "ok"}.items())))] == 1
+    assert after[("lkrig_caller_dead_air_total", sel)] == 0
     assert set(after) == set(before)
 
 
@@ -222,7 +222,7 @@ def test_a_worker_that_stops_reporting_no_longer_counts_as_active_callers(
 
 
 def test_recorder_rejects_labels_the_metric_does_not_have() -> None:
-    with pytest.raises(ValueError, match="caller_turns_total"):
+    with pytest.raises(ValueError, match="lkrig_caller_turns_total"):
         metrics.Recorder().inc(names.CALLER_TURNS, scenario="seed", profile="fast")
 
 

@@ -63,7 +63,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[native.StackInfo
 
 
 def agent_totals(info: native.StackInfo) -> tuple[float, float]:
-    """(agent_turns_total, interrupted speeches) summed over every label set."""
+    """(lkrig_agent_turns_total, interrupted speeches) summed over every label set."""
     m = scrape(info.agents[0].metrics_url)
     return (total(m, names.TURNS.name),
             total(m, names.SPEECHES_DONE.name, outcome="interrupted"))

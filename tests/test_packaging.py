@@ -261,7 +261,7 @@ def test_promtool_check_config_fails_on_a_misspelt_key(repo_copy: Path) -> None:
 
 def test_promtool_check_rules_fails_on_a_bad_expression(repo_copy: Path) -> None:
     path = repo_copy / "prometheus" / "rules" / RULES.name
-    _edit(path, "(rate(agent_turns_total[5m]))", "(rate(agent_turns_total[5m])")
+    _edit(path, "(rate(lkrig_agent_turns_total[5m]))", "(rate(lkrig_agent_turns_total[5m])")
     problems = prom_check.check_rules([path])
     assert len(problems) == 1 and "parse error" in problems[0], problems
 
@@ -275,14 +275,14 @@ BROKEN_RULES = {
     "dead-air threshold": ((RULES, "          > 0.01\n", "          > 0.05\n"), "CallerDeadAir"),
     "per-1k factor": ((RULES, "          * 1000\n", "          * 100\n"), "per_1k_turns"),
     "stuck window": (
-        (RULES, "(increase(agent_stuck_sessions_total[10m]))", "(increase(agent_stuck_sessions_total[2m]))"),
+        (RULES, "(increase(lkrig_agent_stuck_sessions_total[10m]))", "(increase(lkrig_agent_stuck_sessions_total[2m]))"),
         "AgentStuckSessions",
     ),
     "new-series branch": (
         (
             RULES,
-            "caller_rooms_without_agent_total unless caller_rooms_without_agent_total offset 5m",
-            "caller_rooms_without_agent_total unless caller_rooms_without_agent_total",
+            "lkrig_caller_rooms_without_agent_total unless lkrig_caller_rooms_without_agent_total offset 5m",
+            "lkrig_caller_rooms_without_agent_total unless lkrig_caller_rooms_without_agent_total",
         ),
         "RoomsWithoutAgent",
     ),
@@ -315,22 +315,22 @@ def test_rules_use_only_names_from_names_py() -> None:
     "old, new, expected",
     [
         (
-            "(rate(agent_turns_total[5m]))",
+            "(rate(lkrig_agent_turns_total[5m]))",
             "(rate(agent_turn_total[5m]))",
             "'agent_turn_total' is not defined",
         ),
         (
-            "- record: scenario_profile_version:agent_turns:rate5m",
+            "- record: scenario_profile_version:lkrig_agent_turns:rate5m",
             "- record: agent_turns_rate5m",
             "does not follow level:metric:operations",
         ),
         (
-            "- record: scenario_profile_version:agent_turns:rate5m",
+            "- record: scenario_profile_version:lkrig_agent_turns:rate5m",
             "- record: scenario_profile_version:agent_tunrs:rate5m",
             "is not built on a metric of names.py",
         ),
         (
-            "(increase(caller_rooms_without_agent_total[5m]))",
+            "(increase(lkrig_caller_rooms_without_agent_total[5m]))",
             '(increase({__name__=~"caller_rooms.*"}[5m]))',
             "name it explicitly",
         ),
@@ -346,8 +346,8 @@ def test_rule_name_check_fails_on_a_broken_copy(repo_copy: Path, old: str, new: 
 def test_names_check_covers_every_sample_of_names_py() -> None:
     names = metric_names.load_names()
     allowed = metric_names.allowed_names(names)
-    assert "caller_turn_latency_seconds_bucket" in allowed and "livekit_room_total" in allowed
-    assert "caller_turn_latency_seconds" not in allowed  # a histogram has no bare series
+    assert "lkrig_caller_turn_latency_seconds_bucket" in allowed and "livekit_room_total" in allowed
+    assert "lkrig_caller_turn_latency_seconds" not in allowed  # a histogram has no bare series
     assert {m.name for m in names.ALL if m.type != "histogram"} <= allowed
 
 
@@ -379,10 +379,10 @@ def _mutate_dashboard(d: dict[str, Any], case: str) -> None:
             target["exprr"] = target.pop("expr")
         case "unknown metric":
             target["expr"] = target["expr"].replace(
-                "speech_scheduling_errors_total", "speech_scheduling_error_total"
+                "lkrig_speech_scheduling_errors_total", "speech_scheduling_error_total"
             )
         case "PromQL syntax error":
-            target["expr"] = "sum(rate(agent_turns_total[5m])"
+            target["expr"] = "sum(rate(lkrig_agent_turns_total[5m])"
         case "undefined variable":
             target["expr"] = target["expr"].replace("$scenario", "$scenaro")
         case "unknown metric in a variable":
@@ -632,9 +632,9 @@ def test_live_panel_check_fails_on_broken_queries_and_variables(live_prometheus:
     d = json.loads(DASHBOARD.read_text())
     panels = [p for p in d["panels"] if p["type"] != "row"]
     panels[0]["targets"][0]["expr"] = panels[0]["targets"][0]["expr"].replace(
-        "speech_scheduling_errors_total", "speech_scheduling_error_total"
+        "lkrig_speech_scheduling_errors_total", "speech_scheduling_error_total"
     )
-    panels[1]["targets"][0]["expr"] = "sum(rate(agent_turns_total[5m])"
+    panels[1]["targets"][0]["expr"] = "sum(rate(lkrig_agent_turns_total[5m])"
     panels[2]["targets"][0]["exprr"] = panels[2]["targets"][0].pop("expr")
     broken = tmp_path / "broken.json"
     broken.write_text(json.dumps(d))

@@ -70,36 +70,36 @@ class Metric:
 
 
 SPEECH_SCHEDULING_ERRORS = Metric(
-    "speech_scheduling_errors_total", "counter",
+    "lkrig_speech_scheduling_errors_total", "counter",
     "Speech-scheduling errors hit by the agent, by kind (each error counted once).",
     ("kind", *AGENT_LABELS))
 SPEECHES_CREATED = Metric(
-    "agent_speeches_created_total", "counter",
+    "lkrig_agent_speeches_created_total", "counter",
     "SpeechHandles created, by source.", ("source", *AGENT_LABELS))
 SPEECHES_DONE = Metric(
-    "agent_speeches_done_total", "counter",
+    "lkrig_agent_speeches_done_total", "counter",
     "SpeechHandles finished: played to the end, interrupted, or rejected by the scheduler.",
     ("source", "outcome", *AGENT_LABELS))
 HANDOFFS = Metric(
-    "agent_handoffs_total", "counter",
+    "lkrig_agent_handoffs_total", "counter",
     "Agent handoffs (AgentTask entered or left, update_agent).", AGENT_LABELS)
 TURNS = Metric(
-    "agent_turns_total", "counter",
+    "lkrig_agent_turns_total", "counter",
     "User turns the agent committed (final transcript handed to the LLM).", AGENT_LABELS)
 SESSIONS_ACTIVE = Metric(
-    "agent_sessions_active", "gauge", "AgentSessions running now.", AGENT_LABELS)
+    "lkrig_agent_sessions_active", "gauge", "AgentSessions running now.", AGENT_LABELS)
 SESSIONS_ENDED = Metric(
-    "agent_sessions_ended_total", "counter",
+    "lkrig_agent_sessions_ended_total", "counter",
     "AgentSessions ended, by outcome.", ("outcome", *AGENT_LABELS))
 STUCK_SESSIONS = Metric(
-    "agent_stuck_sessions_total", "counter",
+    "lkrig_agent_stuck_sessions_total", "counter",
     "Sessions in which an AgentTask did not hand back, or a speech did not finish, within the "
     "stuck timeout (counted once per session).", AGENT_LABELS)
 TURN_SECONDS = Metric(
-    "agent_turn_seconds", "histogram",
+    "lkrig_agent_turn_seconds", "histogram",
     "Agent-side turn timings from ChatMessage.metrics, by stage.", ("stage", *AGENT_LABELS))
 INJECTED_LATENCY = Metric(
-    "agent_injected_latency_seconds", "histogram",
+    "lkrig_agent_injected_latency_seconds", "histogram",
     "Latency the scripted providers actually injected, by component.",
     ("component", *AGENT_LABELS))
 
@@ -128,29 +128,29 @@ SPEECH_HANDLES_UNFINISHED = Metric(
     "SpeechHandles of a session not done when the session closed.", AGENT_LABELS)
 
 CALLER_TURN_LATENCY = Metric(
-    "caller_turn_latency_seconds", "histogram",
+    "lkrig_caller_turn_latency_seconds", "histogram",
     "Caller-measured end of utterance to first agent audio.", CALLER_LABELS, "caller")
 CALLER_SILENCE_GAP = Metric(
-    "caller_silence_gap_seconds", "histogram",
+    "lkrig_caller_silence_gap_seconds", "histogram",
     "Caller-measured silence between two agent utterances in one turn (filler end to answer).",
     CALLER_LABELS, "caller")
 CALLER_DISPATCH_TO_JOIN = Metric(
-    "caller_dispatch_to_join_seconds", "histogram",
+    "lkrig_caller_dispatch_to_join_seconds", "histogram",
     "Agent dispatch request to the agent joining the caller's room.", CALLER_LABELS, "caller")
 CALLER_TURNS = Metric(
-    "caller_turns_total", "counter", "Caller turns, by outcome.", ("outcome", *CALLER_LABELS),
+    "lkrig_caller_turns_total", "counter", "Caller turns, by outcome.", ("outcome", *CALLER_LABELS),
     "caller")
 CALLER_DEAD_AIR = Metric(
-    "caller_dead_air_total", "counter",
+    "lkrig_caller_dead_air_total", "counter",
     "Turns in which no agent audio arrived within the dead-air timeout.", CALLER_LABELS, "caller")
 CALLER_CONVERSATIONS = Metric(
-    "caller_conversations_total", "counter", "Conversations, by outcome.",
+    "lkrig_caller_conversations_total", "counter", "Conversations, by outcome.",
     ("outcome", *CALLER_LABELS), "caller")
 CALLER_ROOMS_WITHOUT_AGENT = Metric(
-    "caller_rooms_without_agent_total", "counter",
+    "lkrig_caller_rooms_without_agent_total", "counter",
     "Rooms the agent never joined within the join timeout.", CALLER_LABELS, "caller")
 CALLERS_ACTIVE = Metric(
-    "callers_active", "gauge", "Callers in a room now.", CALLER_LABELS, "caller")
+    "lkrig_callers_active", "gauge", "Callers in a room now.", CALLER_LABELS, "caller")
 
 ALL: tuple[Metric, ...] = tuple(v for v in dict(globals()).values() if isinstance(v, Metric))
 AGENT_METRICS = tuple(m for m in ALL if m.side == "agent")
@@ -168,6 +168,29 @@ EXTERNAL = (
     "lk_agents_worker_load",
     "up",
 )
+
+# Names before 0.2 (every series the rig defines now starts with `lkrig_`, so that none collides
+# with another exporter's `agent_*` in a shared Prometheus). Listed in docs/metrics.md.
+RENAMED: dict[str, str] = {
+    "speech_scheduling_errors_total": "lkrig_speech_scheduling_errors_total",
+    "agent_speeches_created_total": "lkrig_agent_speeches_created_total",
+    "agent_speeches_done_total": "lkrig_agent_speeches_done_total",
+    "agent_handoffs_total": "lkrig_agent_handoffs_total",
+    "agent_turns_total": "lkrig_agent_turns_total",
+    "agent_sessions_active": "lkrig_agent_sessions_active",
+    "agent_sessions_ended_total": "lkrig_agent_sessions_ended_total",
+    "agent_stuck_sessions_total": "lkrig_agent_stuck_sessions_total",
+    "agent_turn_seconds": "lkrig_agent_turn_seconds",
+    "agent_injected_latency_seconds": "lkrig_agent_injected_latency_seconds",
+    "caller_turn_latency_seconds": "lkrig_caller_turn_latency_seconds",
+    "caller_silence_gap_seconds": "lkrig_caller_silence_gap_seconds",
+    "caller_dispatch_to_join_seconds": "lkrig_caller_dispatch_to_join_seconds",
+    "caller_turns_total": "lkrig_caller_turns_total",
+    "caller_dead_air_total": "lkrig_caller_dead_air_total",
+    "caller_conversations_total": "lkrig_caller_conversations_total",
+    "caller_rooms_without_agent_total": "lkrig_caller_rooms_without_agent_total",
+    "callers_active": "lkrig_callers_active",
+}
 
 TURN_STAGES = ("e2e", "llm_ttft", "tts_ttfb", "end_of_turn", "transcription")
 
@@ -209,6 +232,21 @@ def markdown() -> str:
         "",
         "Also read by the dashboards and rules (exported by livekit-server and the livekit-agents "
         f"worker itself): {', '.join(f'`{n}`' for n in EXTERNAL)}.",
+        "",
+        "## Migrating from 0.1",
+        "",
+        "Since 0.2.0 every series the rig defines starts with `lkrig_`, so that none collides with "
+        "another exporter's `agent_*` or `caller_*` in a shared Prometheus. Labels, label values, "
+        "types and units are unchanged; only the names below gained the prefix, and the recording "
+        "rules follow them (`scenario_profile_version_kind:speech_scheduling_errors:rate5m` is now "
+        "`scenario_profile_version_kind:lkrig_speech_scheduling_errors:rate5m`). Queries, alerts "
+        "and dashboards of your own need the same rename; the old names are not exported any more, "
+        "so a query that still uses one returns no data rather than old data. A series recorded "
+        "before the upgrade keeps its old name in Prometheus' storage until it ages out.",
+        "",
+        "| before 0.2.0 | since 0.2.0 |",
+        "|---|---|",
+        *(f"| `{a}` | `{b}` |" for a, b in RENAMED.items()),
         "",
     ]
     return "\n".join(lines)

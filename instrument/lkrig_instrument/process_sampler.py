@@ -12,7 +12,7 @@ processes of one role into one series (a bounded `role` label, no per-pid series
 a soak), but it counts a file until someone calls mark_process_dead() for its pid, and
 livekit-agents never does: a SIGKILLed or exited job would keep its last RSS "alive". So the
 worker's sampler also reaps: every tick, the files of pids that no longer exist are removed
-(which also ends a dead job's share of agent_sessions_active and lk_agents_active_job_count,
+(which also ends a dead job's share of lkrig_agent_sessions_active and lk_agents_active_job_count,
 the other live gauges). The worker must start sampling only after the framework's own
 start-up has emptied the directory, or its file would be deleted under it.
 """

@@ -23,10 +23,10 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 NAMES = metric_names.load_names()
 COMMON = {"scenario": ["seed"], "profile": ["fast"], "agents_version": ["1.8.9"]}
 OUTCOMES = {
-    "agent_speeches_done_total": NAMES.SPEECH_OUTCOMES,
-    "agent_sessions_ended_total": NAMES.SESSION_OUTCOMES,
-    "caller_turns_total": NAMES.TURN_OUTCOMES,
-    "caller_conversations_total": NAMES.CONVERSATION_OUTCOMES,
+    "lkrig_agent_speeches_done_total": NAMES.SPEECH_OUTCOMES,
+    "lkrig_agent_sessions_ended_total": NAMES.SESSION_OUTCOMES,
+    "lkrig_caller_turns_total": NAMES.TURN_OUTCOMES,
+    "lkrig_caller_conversations_total": NAMES.CONVERSATION_OUTCOMES,
 }
 LABEL_VALUES = {
     "kind": NAMES.ERROR_KINDS,
