@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from lkrig_instrument import envnames
 
 PROFILES_DIR = Path(__file__).parent / "profiles"
 COMPONENTS = ("stt_final", "llm_ttft", "llm_token", "tts_first_byte", "tool")
@@ -64,8 +65,8 @@ class Profile:
 
 
 def _dirs() -> list[Path]:
-    """agent/profiles, then RIG_PROFILE_DIR (your own profiles, by name, without editing ours)."""
-    extra = os.environ.get("RIG_PROFILE_DIR")
+    """agent/profiles, then LKRIG_PROFILE_DIR (your own profiles, by name, without editing ours)."""
+    extra = envnames.get("LKRIG_PROFILE_DIR")
     return [PROFILES_DIR, *([Path(extra)] if extra else [])]
 
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any
 
 import livekit.agents as lka
 from livekit.agents import Agent, AgentSession
-from lkrig_instrument import names, prom
+from lkrig_instrument import envnames, names, prom
 
 from . import scenarios
 from .latency import Latency, Profile
@@ -28,11 +27,11 @@ class RigData:
 
 
 def _providers(latency: Latency, feed: TranscriptFeed) -> dict[str, Any]:
-    """Scripted by default; RIG_PROVIDERS=real uses OpenAI / Deepgram / Cartesia plugins with
+    """Scripted by default; LKRIG_PROVIDERS=real uses OpenAI / Deepgram / Cartesia plugins with
     the keys from the environment (installed only in the `providers` image variant)."""
     from .providers.scripted_tts import ScriptedTTS
 
-    if os.environ.get("RIG_PROVIDERS", "scripted") != "real":
+    if envnames.get("LKRIG_PROVIDERS", "scripted") != "real":
         return {"stt": ScriptedSTT(feed, latency), "llm": ScriptedLLM(latency),
                 "tts": ScriptedTTS(latency)}
     from livekit.plugins import cartesia, deepgram, openai  # type: ignore[import-not-found]

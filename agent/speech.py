@@ -10,12 +10,14 @@ import shutil
 import wave
 from pathlib import Path
 
+from lkrig_instrument import envnames
+
 VOICE = "en-us"
 WORDS_PER_MINUTE = 170
 
 
 def cache_dir() -> Path:
-    root = Path(os.environ.get("RIG_CACHE", Path.home() / ".cache" / "lkrig"))
+    root = Path(envnames.get("LKRIG_CACHE") or Path.home() / ".cache" / "lkrig")
     path = root / "tts"
     path.mkdir(parents=True, exist_ok=True)
     return path

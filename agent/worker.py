@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from livekit.agents import AgentServer, JobContext, JobProcess, cli
-from lkrig_instrument import LEDGER, instrument, process_sampler, protocol
+from lkrig_instrument import LEDGER, envnames, instrument, process_sampler, protocol
 from lkrig_instrument.server import ProcessTreeLoad, watch_worker_start
 
 from . import latency, scenarios, session
@@ -36,11 +36,11 @@ def parse_metadata(raw: str) -> tuple[str, latency.Profile, int]:
         raise BadJob(f"dispatch metadata: not JSON ({e}): {raw[:200]!r}") from None
     if not isinstance(meta, dict):
         raise BadJob(f"dispatch metadata: expected a JSON object, got {raw[:200]!r}")
-    scenario = str(meta.get("scenario", os.environ.get("RIG_SCENARIO", "seed")))
+    scenario = str(meta.get("scenario", envnames.get("LKRIG_DEFAULT_SCENARIO", "seed")))
     seed = meta.get("seed", 0)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise BadJob(f"dispatch metadata: field 'seed': expected an integer, got {seed!r}")
-    profile_name = str(meta.get("profile", os.environ.get("RIG_PROFILE", "typical")))
+    profile_name = str(meta.get("profile", envnames.get("LKRIG_LATENCY_PROFILE", "typical")))
     if not re.fullmatch(r"[A-Za-z0-9_.-]+", profile_name) or profile_name.startswith("."):
         # a name, never a path: callers must not make the agent read files of their choosing
         raise BadJob(f"dispatch metadata: field 'profile': not a profile name: {profile_name!r}")
@@ -74,7 +74,7 @@ async def entrypoint(ctx: JobContext) -> None:
     feed = TranscriptFeed()
     feed.listen(ctx.room)
     sess, agent = session.build(scenario, profile, seed, feed=feed, vad=ctx.proc.userdata["vad"])
-    # RIG_INSTRUMENT=off: no probe, for measuring what the instrumentation costs (bench/overhead.py)
+    # LKRIG_INSTRUMENT=off: no probe, for measuring what the instrumentation costs (bench/overhead.py)
     probe = None if _instrument_off() else instrument(sess, scenario=scenario, profile=profile.name)
     notify = protocol.EventSender(ctx.room).send
 
@@ -106,7 +106,7 @@ async def entrypoint(ctx: JobContext) -> None:
 
 
 def _instrument_off() -> bool:
-    return os.environ.get("RIG_INSTRUMENT", "on") == "off"
+    return envnames.get("LKRIG_INSTRUMENT", "on") == "off"
 
 
 async def _finish(probe: Any) -> None:

@@ -33,7 +33,7 @@ DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "agent_capacity.json
 async def run(args: argparse.Namespace) -> int:
     prof_dir = al.write_profiles({"bench_cap": PROFILE})
     levels = [int(x) for x in args.sessions.split(",")]
-    env = {"RIG_PROFILE_DIR": str(prof_dir), "AGENT_LOAD_THRESHOLD": "0.99"}
+    env = {"LKRIG_PROFILE_DIR": str(prof_dir), "AGENT_LOAD_THRESHOLD": "0.99"}
     with al.stack(args.port_offset, Path(args.run_dir), env) as st, \
             al.WorkerMeter(st.worker_pid) as meter:
         await asyncio.sleep(4.0)  # idle baseline (the prewarmed job processes are up)

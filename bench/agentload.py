@@ -63,7 +63,7 @@ def injected_s(p: dict[str, float]) -> float:
 
 
 def write_profiles(profiles: dict[str, dict[str, float]]) -> Path:
-    """A RIG_PROFILE_DIR with one fixed-latency profile file per name."""
+    """An LKRIG_PROFILE_DIR with one fixed-latency profile file per name."""
     d = Path(tempfile.mkdtemp(prefix="lkrig-bench-profiles-"))
     for name, p in profiles.items():
         (d / f"{name}.yaml").write_text(

@@ -71,7 +71,7 @@ def table(a: list[float], b: list[float], runs: str) -> None:
 
 
 async def run(args: argparse.Namespace) -> int:
-    env = {"RIG_PROFILE_DIR": str(al.write_profiles(PROFILES)), "AGENT_LOAD_THRESHOLD": "0.99"}
+    env = {"LKRIG_PROFILE_DIR": str(al.write_profiles(PROFILES)), "AGENT_LOAD_THRESHOLD": "0.99"}
     with al.stack(args.port_offset, Path(args.run_dir), env) as st:
         load = al.Load(sessions=args.sessions, duration=args.duration, profiles=tuple(PROFILES))
         res = await al.drive(st, load, st.info.agent_name)

@@ -2,12 +2,12 @@
 # Builds the LiveKit CLI (`lk`, for `lk perf load-test`) from its Go module, for the side-by-side
 # loadgen benchmark (docs/benchmarks.md). Same approach as scripts/install-livekit-server.sh: the
 # module may carry `replace` directives, which `go install mod@version` refuses, so we download
-# it and build inside a writable copy. Cached per version under $RIG_CACHE (~/.cache/lkrig).
+# it and build inside a writable copy. Cached per version under $LKRIG_CACHE (~/.cache/lkrig).
 #   bash bench/install-lk.sh            # prints the binary's path
 #   LK_CLI_VERSION=v2.x.y bash bench/install-lk.sh
 # Exit 2 when the module cannot be had or built, with the Go tool's own error.
 set -euo pipefail
-cache="${RIG_CACHE:-$HOME/.cache/lkrig}"
+cache="${LKRIG_CACHE:-${RIG_CACHE:-$HOME/.cache/lkrig}}"
 version="${LK_CLI_VERSION:-v2.12.6}"
 mod="github.com/livekit/livekit-cli/v2@$version"
 out="$cache/lk/$version/lk"

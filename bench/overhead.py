@@ -1,5 +1,5 @@
 """Benchmark: the rig's own cost inside the agent worker: worker CPU with and without the
-lkrig_instrument probe (`instrument(session)`; RIG_INSTRUMENT=off in agent/worker.py skips it)
+lkrig_instrument probe (`instrument(session)`; LKRIG_INSTRUMENT=off in agent/worker.py skips it)
 at the same load.
 
 Not a test. One run = one setting on a fresh native stack, the same load every time (K
@@ -29,8 +29,8 @@ DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "overhead.jsonl"
 
 
 async def run(args: argparse.Namespace) -> int:
-    env = {"RIG_PROFILE_DIR": str(al.write_profiles({"bench_ovh": PROFILE})),
-           "AGENT_LOAD_THRESHOLD": "0.99", "RIG_INSTRUMENT": args.instrument}
+    env = {"LKRIG_PROFILE_DIR": str(al.write_profiles({"bench_ovh": PROFILE})),
+           "AGENT_LOAD_THRESHOLD": "0.99", "LKRIG_INSTRUMENT": args.instrument}
     with al.stack(args.port_offset, Path(args.run_dir), env) as st, \
             al.WorkerMeter(st.worker_pid) as meter:
         load = al.Load(sessions=args.sessions, duration=args.duration, profiles=("bench_ovh",))
@@ -67,7 +67,7 @@ def report(path: Path) -> int:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--instrument", choices=("on", "off"), help="the agent's RIG_INSTRUMENT")
+    p.add_argument("--instrument", choices=("on", "off"), help="the agent's LKRIG_INSTRUMENT")
     p.add_argument("--sessions", type=int, default=2)
     p.add_argument("--duration", type=float, default=90.0)
     p.add_argument("--port-offset", type=int, default=12900)

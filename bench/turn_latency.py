@@ -42,7 +42,7 @@ def main() -> int:
     (tmp / "profiles").mkdir()
     (tmp / "profiles" / "bench_fixed.yaml").write_text(
         "seed: 0\n" + "".join(f"{k}: {{fixed: {v}}}\n" for k, v in FIXED.items()))
-    os.environ["RIG_PROFILE_DIR"] = str(tmp / "profiles")
+    os.environ["LKRIG_PROFILE_DIR"] = str(tmp / "profiles")
     stack = native.NativeStack(native.NativeOptions(
         agents=args.agents, loadgen_workers=0, run_dir=tmp / "run", port_offset=args.port_offset,
         env_file=tmp / "run" / ".env"))

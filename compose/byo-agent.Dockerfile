@@ -1,6 +1,6 @@
 # Your own livekit-agents worker under the rig (docker-compose.byo.yml). Build context: the
 # repository root, for instrument/ (the counting) and agent/ (the scripted providers, used only
-# with RIG_PROVIDERS=scripted). Additional context `byo`: your project folder (BYO_AGENT_DIR), of
+# with LKRIG_PROVIDERS=scripted). Additional context `byo`: your project folder (BYO_AGENT_DIR), of
 # which only the requirements file is copied here; the code itself is mounted at /byo, so an
 # edit needs a restart, not a rebuild. Your requirements pin livekit-agents: the rig measures
 # the version you run.
@@ -13,11 +13,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONPATH=/byo:/app \
-    RIG_CACHE=/home/lkrig/.cache/lkrig
+    LKRIG_CACHE=/home/lkrig/.cache/lkrig
 
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 
-# espeak-ng: the scripted TTS's speech (RIG_PROVIDERS=scripted). Its Debian version follows the
+# espeak-ng: the scripted TTS's speech (LKRIG_PROVIDERS=scripted). Its Debian version follows the
 # pinned base image.
 # hadolint ignore=DL3008
 RUN apt-get update \

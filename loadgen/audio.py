@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from lkrig_instrument import envnames
 
 SAMPLE_RATE = 48000
 # Bump when the rendering pipeline changes in a way the key does not capture.
@@ -88,7 +89,7 @@ class Utterance:
 
 
 def cache_dir() -> Path:
-    base = os.environ.get("RIG_CACHE") or os.path.join(Path.home(), ".cache", "lkrig")
+    base = envnames.get("LKRIG_CACHE") or os.path.join(Path.home(), ".cache", "lkrig")
     return Path(base) / "utterances"
 
 

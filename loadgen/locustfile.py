@@ -47,7 +47,7 @@ from locust import User, events, task  # noqa: E402
 from locust.env import Environment  # noqa: E402
 from locust.runners import LocalRunner, MasterRunner, WorkerRunner  # noqa: E402
 
-from loadgen import convscript, metrics  # noqa: E402
+from loadgen import convscript, exporter, metrics, runstate  # noqa: E402
 from loadgen.audio import RenderError, UtteranceCache  # noqa: E402
 from loadgen.conversation import Spec  # noqa: E402
 from loadgen.pool import Pool  # noqa: E402
@@ -100,6 +100,8 @@ except RenderError as e:
 RECORDER = metrics.Recorder()
 AGGREGATE = metrics.Aggregate()
 CALLER_METRICS = metrics.CallerMetrics(RECORDER)
+RUN_STATE = runstate.RunState()
+QUIT_LINGER_S = 6.0  # above the compose stack's 5 s scrape interval (the native one is 2 s)
 POOL: Pool | None = None
 _conversation_numbers = itertools.count(1)
 
@@ -177,8 +179,10 @@ def _on_init(environment: Environment, **_kw: Any) -> None:
             AGGREGATE.attach_local(RECORDER)
         port = int(os.environ.get("LOADGEN_METRICS_PORT", "9646"))
         host = os.environ.get("LOADGEN_METRICS_HOST", "127.0.0.1")
+        RUN_STATE.runner = runner
         try:
-            metrics.serve(AGGREGATE, port, host)
+            exporter.serve([metrics.AggregateCollector(AGGREGATE), RUN_STATE], RUN_STATE.fault_event,
+                           port, host)
         except OSError as e:
             _fail_start(f"cannot serve caller metrics on {host}:{port} ({e.strerror}); "
                         "set LOADGEN_METRICS_PORT")
@@ -202,6 +206,7 @@ def _on_test_start(environment: Environment, **_kw: Any) -> None:
     if isinstance(environment.runner, MasterRunner | LocalRunner):
         o = environment.parsed_options
         AGGREGATE.prepare(o.scenario, o.latency_profile)
+        RUN_STATE.run_event("start")
 
 
 @events.test_stop.add_listener
@@ -209,11 +214,17 @@ def _on_test_stop(environment: Environment, **_kw: Any) -> None:
     # Users are stopped by now: the drivers go with them, so a stopped run leaves no caller.
     if not isinstance(environment.runner, MasterRunner):
         _close_pool()
+    if isinstance(environment.runner, MasterRunner | LocalRunner):
+        RUN_STATE.run_event("stop")
 
 
 @events.quitting.add_listener
 def _on_quitting(environment: Environment, **_kw: Any) -> None:
     _close_pool()
+    if isinstance(environment.runner, MasterRunner | LocalRunner) and RUN_STATE.runner is not None:
+        # A headless master quits as its run stops: serve a little longer, so that Prometheus
+        # scrapes the run's stop (and the last turns' counts) at least once.
+        gevent.sleep(QUIT_LINGER_S)
 
 
 def _spec(env: Environment) -> Spec:

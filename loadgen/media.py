@@ -29,6 +29,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
+from lkrig_instrument import envnames
+
 from loadgen.audio import Utterance
 
 SOURCE_DIR = Path(__file__).resolve().parent / "lkmedia"
@@ -52,7 +54,7 @@ def binary_path() -> Path:
     override = os.environ.get("LKMEDIA_BIN")
     if override:
         return Path(override)
-    cache = Path(os.environ.get("RIG_CACHE") or Path.home() / ".cache" / "lkrig")
+    cache = Path(envnames.get("LKRIG_CACHE") or Path.home() / ".cache" / "lkrig")
     return cache / "lkmedia" / _source_hash() / "lkmedia"
 
 

@@ -187,21 +187,11 @@ class Aggregate:
             yield fam
 
 
-# Outcome labels take every value names.py allows, so `sum by (outcome)` lists each from the start.
-_LABEL_VALUES = {"outcome": {names.CALLER_TURNS.name: names.TURN_OUTCOMES,
-                             names.CALLER_CONVERSATIONS.name: names.CONVERSATION_OUTCOMES}}
-
-
 def _zero_keys(prepared: set[tuple[str, str]]) -> Iterator[tuple[str, Labels]]:
+    """Every caller series of each prepared run, closed labels taking each value names.py lists."""
     for scenario, profile in sorted(prepared):
         for m in names.CALLER_METRICS:
-            fixed = {"scenario": scenario, "profile": profile}
-            free = [k for k in m.labels if k not in fixed]
-            combos: list[dict[str, str]] = [{}]
-            for k in free:
-                combos = [{**c, k: v} for c in combos for v in _LABEL_VALUES[k][m.name]]
-            for c in combos:
-                labels = {**fixed, **c}
+            for labels in names.label_sets(m, {"scenario": scenario, "profile": profile}):
                 yield m.name, tuple(labels[k] for k in m.labels)
 
 
@@ -209,21 +199,14 @@ def _le(bound: float) -> str:
     return "+Inf" if bound == float("inf") else repr(float(bound))
 
 
-class _Collector(Collector):
+class AggregateCollector(Collector):
+    """The master's merged caller metrics, for loadgen.exporter."""
+
     def __init__(self, aggregate: Aggregate) -> None:
         self._aggregate = aggregate
 
     def collect(self) -> Iterator[Any]:
         yield from self._aggregate.families()
-
-
-def serve(aggregate: Aggregate, port: int, host: str = "127.0.0.1") -> Any:
-    """Serves only the caller metrics (no process_*/python_* defaults: every name is ours)."""
-    from prometheus_client import CollectorRegistry, start_http_server
-
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Collector(aggregate))
-    return start_http_server(port, addr=host, registry=registry)
 
 
 # ---- what a call contributes -------------------------------------------------------------------

@@ -2,6 +2,10 @@
 by its title, Grafana's variables resolved as Grafana opens the dashboard ("All" selected), and a
 series named by the panel's legend format. The report and the dashboard thus cannot disagree on
 what a number means.
+
+The dashboard reads one Prometheus through its data source variable (`{"type": "prometheus",
+"uid": "${datasource}"}` on every panel and target); the report asks the run's Prometheus in its
+place, so a panel that names any other data source is refused rather than read from the wrong one.
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ import yaml
 
 from rig.promapi import Prometheus
 
-_VARIABLE = re.compile(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)")
+# $name, ${name}, ${name:format} and the older [[name]] / [[name:format]].
+_VARIABLE = re.compile(r"\$\{(\w+)(?::\w+)?\}|\$(\w+)|\[\[(\w+)(?::\w+)?\]\]")
 _LEGEND = re.compile(r"\{\{\s*(\w+)\s*\}\}")
 
 
@@ -33,29 +38,59 @@ def _panels(dashboard: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return found
 
 
+def datasource_refs(dashboard: dict[str, Any]) -> set[str]:
+    """How a panel names the dashboard's Prometheus variable (`${datasource}`, `$datasource`)."""
+    uids = set()
+    for v in (dashboard.get("templating") or {}).get("list") or []:
+        if v.get("type") == "datasource" and v.get("query") == "prometheus":
+            uids |= {f"${{{v['name']}}}", f"${v['name']}"}
+    return uids
+
+
 class Dashboard:
     def __init__(self, path: Path) -> None:
         try:
             self.path = path
-            self.panels = _panels(json.loads(path.read_text(encoding="utf-8")))
+            board = json.loads(path.read_text(encoding="utf-8"))
+            self.panels = _panels(board)
+            self.datasource_uids = datasource_refs(board)
         except (OSError, ValueError) as e:
             raise DashboardError(
                 f"{path}: cannot read the dashboard the report takes its queries from ({e})"
             ) from e
+
+    def _check_datasource(self, title: str, ref: Any) -> None:
+        if ref is None:  # a target without one reads its panel's
+            return
+        uid = ref.get("uid") if isinstance(ref, dict) else ref
+        if uid not in self.datasource_uids:
+            raise DashboardError(
+                f"{self.path}: panel {title!r} reads data source {ref!r}, not the dashboard's Prometheus "
+                f"variable ({', '.join(sorted(self.datasource_uids)) or 'none defined'}); the report asks "
+                "only the run's Prometheus"
+            )
 
     def targets(self, title: str) -> list[tuple[str, str]]:
         """[(expr, legendFormat)] of the panel titled `title`."""
         panel = self.panels.get(title)
         if panel is None:
             raise DashboardError(f"{self.path}: no panel titled {title!r} (the report reads its queries)")
-        return [(t["expr"], t.get("legendFormat") or "") for t in panel.get("targets") or [] if t.get("expr")]
+        self._check_datasource(title, panel.get("datasource"))
+        out = []
+        for t in panel.get("targets") or []:
+            if t.get("expr"):
+                self._check_datasource(title, t.get("datasource"))
+                out.append((t["expr"], t.get("legendFormat") or ""))
+        return out
 
 
 def substitute(expr: str, values: dict[str, str]) -> str:
-    """Grafana's variables: dashboard selectors become "All" (.*), built-ins take `values`."""
+    """Grafana's variables: built-ins ($__rate_interval, $__range) take `values`; the dashboard's
+    filter variables ($scenario, $profile, $agents_version, $worker: label matchers) become "All"
+    (.*). The data source variable never appears in a query: Dashboard.targets checks it."""
 
     def repl(m: re.Match[str]) -> str:
-        name = m[1] or m[2]
+        name = m[1] or m[2] or m[3]
         return values.get(name, ".*")
 
     return _VARIABLE.sub(repl, expr)

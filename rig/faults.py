@@ -9,11 +9,13 @@ The `--fault` help text and the table in docs/soak-and-faults.md come from this 
 
 from __future__ import annotations
 
+import json
 import queue
 import re
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Callable
 from typing import TYPE_CHECKING, ClassVar
 
@@ -164,6 +166,8 @@ class RestartLivekit(Fault):
         run.stop_and_restart(run.backend.livekit, "", "SIGTERM", 5.0, self.name)
 
 
+ALL_AGENTS = "all-agents"  # the target of a fault that hits every agent worker (slow-provider)
+
 # The provider a slow-provider fault slows, by its short name: the first-byte component of each.
 PROVIDERS = {"llm": "llm_ttft", "tts": "tts_first_byte", "stt": "stt_final", "tool": "tool"}
 
@@ -206,11 +210,12 @@ class SlowProvider(Fault):
         where = run.backend.write_latency_override(payload)
         run.record(self.name, f"+{self.add_ms:g} ms on {', '.join(self.components)}"
                               + (f" for {self.lasts:g} s" if self.lasts else " to the end")
-                              + (f" in {where}" if where else ""))
+                              + (f" in {where}" if where else ""), target=ALL_AGENTS)
         if self.lasts is not None and not run.quit.wait(self.lasts):
             # An empty override rather than none: it can be written into a stopped container too.
             run.backend.write_latency_override({"add_ms": 0, "components": []})
-            run.record(f"{self.name}:end", f"latency of {', '.join(self.components)} back to the profile")
+            run.record(f"{self.name}:end", f"latency of {', '.join(self.components)} back to the profile",
+                       target=ALL_AGENTS)
 
 
 @kind
@@ -238,11 +243,12 @@ class PartitionAgent(Fault):
         try:
             at = time.time()
             detail = run.backend.cut_network(name)
-            run.record(self.name, f"{name} ({load}) cut off from livekit-server: {detail}", at)
+            run.record(self.name, f"{name} ({load}) cut off from livekit-server: {detail}", at, target=name)
             run.quit.wait(self.lasts)  # a run that ends first still joins it again, below
         finally:
             try:
-                run.record(f"{self.name}:end", f"{name} joined again: {run.backend.join_network(name)}")
+                run.record(f"{self.name}:end", f"{name} joined again: {run.backend.join_network(name)}",
+                           target=name)
             finally:
                 run.busy.discard(name)
 
@@ -256,7 +262,7 @@ class FaultScheduler:
     def __init__(self, backend: Backend, say: Callable[[str], None]) -> None:
         self.backend = backend
         self.say = say
-        self.records: list[dict[str, object]] = []  # {"at", "name", "detail"} for the report
+        self.records: list[dict[str, object]] = []  # {"at", "name", "detail"[, "target"]}: the report
         self.errors: list[str] = []
         self.quit = threading.Event()  # the run is over: cancel what has not started
         self._lock = threading.Lock()
@@ -282,7 +288,7 @@ class FaultScheduler:
             except queue.Empty:
                 return
             try:
-                self.record(f"{kind_name}:restarted", self.backend.start_again(token))
+                self.record(f"{kind_name}:restarted", self.backend.start_again(token), target=name)
             except Exception as e:
                 self.errors.append(f"{kind_name}: restarting {name}: {type(e).__name__}: {e}")
                 self.say(f"rig run: fault {kind_name}: restarting {name} failed: {e}")
@@ -301,9 +307,30 @@ class FaultScheduler:
         if restart:
             self.service()
 
-    def record(self, name: str, detail: str, at: float | None = None) -> None:
-        self.records.append({"at": at or time.time(), "name": name, "detail": detail})
+    def record(self, name: str, detail: str, at: float | None = None, target: str | None = None) -> None:
+        """One line of the report; with a target, also a start or end ("kind:end",
+        "kind:restarted") for the dashboard's annotations."""
+        at = at or time.time()
+        self.records.append({"at": at, "name": name, "detail": detail,
+                             **({"target": target} if target is not None else {})})
         self.say(f"rig run: fault {name}: {detail}")
+        if target is not None:
+            kind_name, _, after = name.partition(":")
+            self.annotate(kind_name, target, "end" if after else "start", at)
+
+    def annotate(self, kind_name: str, target: str, phase: str, at: float) -> None:
+        """Post the event to the Locust master, which serves it to Prometheus
+        (loadgen/runstate.py). A master that cannot take it costs the annotation, not the run."""
+        url = self.backend.events_url
+        if url is None:
+            return
+        body = json.dumps({"fault": kind_name, "target": target, "phase": phase, "at": at}).encode()
+        try:
+            request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(request, timeout=3):
+                pass
+        except (OSError, ValueError) as e:
+            self.say(f"rig run: fault {kind_name}: {phase} not annotated on the dashboard ({url}: {e})")
 
     def stop_and_restart(self, name: str, load: str, sig: str, grace: float, kind_name: str) -> None:
         """Stop one service with `sig` (SIGKILL after `grace`), record it, queue its restart."""
@@ -315,7 +342,8 @@ class FaultScheduler:
             self.busy.discard(name)
             raise
         what = f"{ident}, {load}" if load else ident
-        self.record(kind_name, f"{name} ({what}) {sig}, gone after {time.monotonic() - t:.1f} s ({how})", at)
+        self.record(kind_name, f"{name} ({what}) {sig}, gone after {time.monotonic() - t:.1f} s ({how})",
+                    at, target=name)
         self._restarts.put((name, kind_name, token))
 
     def _run(self, f: Fault, t0: float) -> None:

@@ -8,8 +8,9 @@ rig/pins.py (scripts/setup, the image builds) and rig/envfile.py (`python3 rig/e
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
+
+from lkrig_instrument import envnames
 
 REPO = Path(__file__).resolve().parent.parent
 INSTRUMENT = REPO / "instrument"  # the lkrig_instrument package, on every agent's PYTHONPATH
@@ -18,6 +19,6 @@ LOCUSTFILE = REPO / "loadgen" / "locustfile.py"
 
 
 def cache_dir() -> Path:
-    """What outlives a checkout's runs (binaries, venvs): $RIG_CACHE, else ~/.cache/lkrig, the
+    """What outlives a checkout's runs (binaries, venvs): $LKRIG_CACHE, else ~/.cache/lkrig, the
     folder scripts/setup fills."""
-    return Path(os.environ.get("RIG_CACHE") or Path.home() / ".cache" / "lkrig")
+    return Path(envnames.get("LKRIG_CACHE") or Path.home() / ".cache" / "lkrig")

@@ -66,14 +66,14 @@ def _errors_vs_sessions(d: Dashboard) -> list[tuple[str, str, bool]]:
     return [(errors[0], errors[1], False), (f"sum({sessions})", "active agent sessions", True)]
 
 
-# The agent's soak signals, per process role (worker, job) and worker instance.
+# The agent's soak signals, per process role (worker, job) and agent worker, by its name.
 MEMORY_METRIC = names.PROCESS_RESIDENT_MEMORY.name
 FDS_METRIC = names.PROCESS_OPEN_FDS.name
 
 
 def _by_role(metric: str) -> Queries:
     def get(_: Dashboard) -> list[tuple[str, str, bool]]:
-        return [(f"sum by (role, instance) ({metric})", "{{role}} {{instance}}", False)]
+        return [(f"sum by (role, worker) ({metric})", "{{role}} {{worker}}", False)]
 
     return get
 

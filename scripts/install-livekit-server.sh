@@ -3,10 +3,10 @@
 # livekit/livekit-server image, so the native stack and the compose stack run the same server.
 # From v1.13.0 the module's go.mod carries `replace` directives, which `go install mod@version`
 # refuses; so we download the module and build inside a writable copy of it.
-# Idempotent: the binary is cached per version under $RIG_CACHE.
+# Idempotent: the binary is cached per version under $LKRIG_CACHE.
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
-cache="${RIG_CACHE:-$HOME/.cache/lkrig}"
+cache="${LKRIG_CACHE:-${RIG_CACHE:-$HOME/.cache/lkrig}}"
 
 version="$(sed -n 's#^ *image: *livekit/livekit-server:\(v[0-9.]*\) *$#\1#p' "$here/docker-compose.yml" | head -n1)"
 if [[ -z "$version" ]]; then

@@ -127,14 +127,20 @@ def native_stack(tmp_path_factory: Any, name: str, agents: int, port_offset: int
 @contextlib.contextmanager
 def synthetic_prometheus(tmp: Path, prom_port: int, exporter_port: int) -> Iterator[str]:
     """A real Prometheus (1 s scrapes, the rig's rules) scraping tests/tools/synthetic_exporter.py,
-    an exporter of every names.py metric; yields its URL."""
+    an exporter of every names.py metric; yields its URL. The target carries the `worker` label
+    the rig's agent scrape job gives each worker (the dashboard names workers by it)."""
     import yaml
 
     config = {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "rule_files": [str(p) for p in sorted((REPO / "prometheus" / "rules").glob("*.yml"))],
         "scrape_configs": [
-            {"job_name": "synthetic", "static_configs": [{"targets": [f"127.0.0.1:{exporter_port}"]}]}
+            {
+                "job_name": "synthetic",
+                "static_configs": [
+                    {"targets": [f"127.0.0.1:{exporter_port}"], "labels": {"worker": "agent-1"}}
+                ],
+            }
         ],
     }
     (tmp / "prometheus.yml").write_text(yaml.safe_dump(config))

@@ -83,3 +83,4 @@ def test_agent_readme_describes_every_scenario_and_profile() -> None:
         assert f"### `{name}`" in readme
     for name in latency.available():
         assert f"`{name}`" in readme
+

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from lkrig_instrument import names
+from lkrig_instrument import envnames, names
 from stackutil import prom_query, wait_until
 
 from rig import binaries, native, pins
@@ -54,7 +54,7 @@ CAPABILITY_LINES = ("has no `tool_execution_updated`", "has no `RunContext.with_
                     "leaves a refused SpeechHandle pending")
 
 
-STEERING = ("LKRIG_", "RIG_PROVIDERS", "RIG_LLM_SCRIPT", "RIG_PROFILE", "RIG_SCENARIO", "AGENT_")
+STEERING = ("LKRIG_", *envnames.RENAMED, "AGENT_")  # the old RIG_ names steer until 0.3
 
 
 def clean_env() -> dict[str, str]:
@@ -186,7 +186,7 @@ class _Real:
 def _swap(monkeypatch: pytest.MonkeyPatch, **env: str) -> dict[str, Any]:
     from lkrig_instrument import providers_or, settings
 
-    for var in ("RIG_PROVIDERS", "RIG_PROVIDERS_FACTORY", "RIG_LLM_SCRIPT", "RIG_PROFILE"):
+    for var in (*envnames.RENAMED.values(), *envnames.RENAMED):
         monkeypatch.delenv(var, raising=False)
     for var, value in env.items():
         monkeypatch.setenv(var, value)
@@ -210,12 +210,13 @@ def test_scripted_providers_replace_the_users_with_a_profile(monkeypatch: pytest
     from agent.providers.scripted_stt import ScriptedSTT
     from agent.providers.scripted_tts import ScriptedTTS
 
-    got = _swap(monkeypatch, RIG_PROVIDERS="scripted", RIG_PROFILE="slow", RIG_LLM_SCRIPT=str(SCRIPT))
+    got = _swap(monkeypatch, LKRIG_PROVIDERS="scripted", LKRIG_LATENCY_PROFILE="slow",
+                LKRIG_LLM_SCRIPT=str(SCRIPT))
     assert isinstance(got["stt"], ScriptedSTT) and isinstance(got["tts"], ScriptedTTS)
     assert isinstance(got["llm"], ConversationLLM)
     assert got["profile_label"] == "slow"
     # without a conversation script the rig cannot know the user's tools: their LLM stays
-    got = _swap(monkeypatch, RIG_PROVIDERS="scripted")
+    got = _swap(monkeypatch, LKRIG_PROVIDERS="scripted")
     assert got["llm"] is got["real"] and isinstance(got["stt"], ScriptedSTT)
     assert got["profile_label"] == "typical"
 
@@ -223,10 +224,10 @@ def test_scripted_providers_replace_the_users_with_a_profile(monkeypatch: pytest
 def test_a_provider_swap_that_cannot_work_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
     from lkrig_instrument import providers, providers_or
 
-    with pytest.raises(providers.ProviderSwapError, match="RIG_PROVIDERS='fake'"):
-        _swap(monkeypatch, RIG_PROVIDERS="fake")
+    with pytest.raises(providers.ProviderSwapError, match="LKRIG_PROVIDERS='fake'"):
+        _swap(monkeypatch, LKRIG_PROVIDERS="fake")
     with pytest.raises(providers.ProviderSwapError, match="cannot import no_such_module"):
-        _swap(monkeypatch, RIG_PROVIDERS="scripted", RIG_PROVIDERS_FACTORY="no_such_module:build")
+        _swap(monkeypatch, LKRIG_PROVIDERS="scripted", LKRIG_PROVIDERS_FACTORY="no_such_module:build")
     with pytest.raises(TypeError, match="unknown provider 'ttss'"):
         providers_or(ttss=_Real)
 
@@ -282,8 +283,8 @@ def test_byo_compose_runs_the_users_module_in_the_agent_service() -> None:
     assert Path(agent["build"]["context"]) / agent["build"]["dockerfile"] == BYO_DOCKERFILE
     assert agent["build"]["additional_contexts"]["byo"] == str(BYO)
     assert agent["command"] == ["python", "-m", "lkrig_instrument.run", "hotel_desk.agent:server", "start"]
-    mount = agent["volumes"][0]
-    assert (mount["source"], mount["target"], mount["read_only"]) == (str(BYO), "/byo", True)
+    mount = next(v for v in agent["volumes"] if v["target"] == "/byo")
+    assert (mount["source"], mount["type"], mount["read_only"]) == (str(BYO), "bind", True)
     # the rest of the stack is unchanged: same service name (Prometheus finds it by DNS), same
     # ports, health check, pins; and the rig's compose rules still hold for the merged model
     assert agent["environment"]["AGENT_METRICS_PORT"] == "9100" and "healthcheck" in agent
@@ -315,7 +316,7 @@ def test_byo_checks_fail_on_broken_copies(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def byo_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[native.StackInfo]:
     run_dir = tmp_path_factory.mktemp("byo-stack")
-    env = {"RIG_PROVIDERS": "scripted", "RIG_LLM_SCRIPT": str(SCRIPT)}
+    env = {"LKRIG_PROVIDERS": "scripted", "LKRIG_LLM_SCRIPT": str(SCRIPT)}
     steering = [k for k in os.environ if k.startswith(STEERING)]
     saved = {k: os.environ.get(k) for k in [*env, *steering]}
     for k in steering:
@@ -415,7 +416,8 @@ def test_two_concurrent_callers_errors_in_prometheus_equal_the_framework_log(
           f"{ {k: v for k, v in counted.items() if v} } (livekit-agents {version}, stack up in "
           f"{stack.startup_seconds} s)")
     # labelled with the version the worker itself announced, the user's pin
-    versions = prom_by(stack, 'sum by (agents_version) (lkrig_speech_scheduling_errors_total{scenario="byo"})',
+    versions = prom_by(stack,
+                       'sum by (agents_version) (lkrig_speech_scheduling_errors_total{scenario="byo"})',
                        "agents_version")
     assert set(versions) == {version} and version
     assert prom_total(stack, 'sum(lkrig_agent_handoffs_total{scenario="byo"})') == 2

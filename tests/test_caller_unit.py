@@ -107,7 +107,7 @@ def test_missing_espeak_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.Mon
 
 
 def test_utterance_cache_renders_once(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("RIG_CACHE", str(cache.parent / "rig"))
+    monkeypatch.setenv("LKRIG_CACHE", str(cache.parent / "rig"))
     calls = []
     real = audio._synthesize
 
@@ -271,7 +271,7 @@ def test_cli_names_missing_keys_without_printing_secrets() -> None:
 
 
 def test_cli_reports_a_refused_connection_as_a_named_outcome(tmp_path: Path) -> None:
-    env = {**os.environ, "LIVEKIT_API_KEY": "k", "LIVEKIT_API_SECRET": "s" * 32, "RIG_CACHE": str(tmp_path)}
+    env = {**os.environ, "LIVEKIT_API_KEY": "k", "LIVEKIT_API_SECRET": "s" * 32, "LKRIG_CACHE": str(tmp_path)}
     # Port 1 on loopback: nothing listens, the connection is refused at once.
     r = _cli("--url", "ws://127.0.0.1:1", "--say", "hi", env=env)
     assert r.returncode == 1, r.stderr

@@ -155,17 +155,17 @@ def test_every_image_imports_what_it_runs_as_its_own_user(stack: Stack) -> None:
 
 
 def _per_worker(stack: Stack, t0: float, t1: float) -> dict[str, dict[str, int]]:
-    """Draining errors per agent container, from its log, from Prometheus (its address is the
-    `worker` label) and from its own counter."""
+    """Draining errors per agent container, from its log and from Prometheus, where the `worker`
+    label is the container's name (each worker announces its own scrape target)."""
     out = {}
     for c in stack.containers("agent"):
-        ip = next(iter(c.attrs["NetworkSettings"]["Networks"].values()))["IPAddress"]
         logged = reconcile.logged_errors_in(c.logs(since=int(t0)).decode(errors="replace").splitlines())
-        out[c.name] = {"logs": logged.get("draining", 0), "ip": ip}
+        out[c.name] = {"logs": logged.get("draining", 0)}
     errors = f'{names.SPEECH_SCHEDULING_ERRORS.name}{{kind="draining"}}'
     grown = stack.query(lambda p: p.counter_delta(errors, t0, t1, by="worker"))
-    for row in out.values():
-        row["prometheus"] = round(grown.get(f"{row['ip']}:9100", 0.0))
+    assert set(grown) == set(out), (grown, out)  # one series per container, by its name
+    for name, row in out.items():
+        row["prometheus"] = round(grown[name])
     return out
 
 
@@ -248,6 +248,15 @@ def test_a_killed_agent_container_is_reconciled_and_keeps_its_count(stack: Stack
     window = f"{max(1, round(time.time() - run['run']['t0']))}s"
     resets = stack.query(lambda p: p.query(f"sum(resets({names.TURNS.name}[{window}]))", time.time()))
     assert [v for _, v in resets] in ([], [0.0]), resets
+    # The kill and the restart reached the dashboard's annotation series, at the report's times
+    # and under the container's name, which is also the victim's `worker` label.
+    marks = stack.query(lambda p: p.query(
+        f'max_over_time({names.FAULT_TIMESTAMP.name}{{fault="kill-agent"}}[{window}])', time.time()))
+    got = {(labels["target"], labels["phase"]): v for labels, v in marks}
+    assert got == {(victim, "start"): pytest.approx(kill["at"], abs=1e-3),
+                   (victim, "end"): pytest.approx(run["faults"][1]["at"], abs=1e-3)}, (got, run["faults"])
+    workers = stack.query(lambda p: p.query(f'count by (worker) ({names.TURNS.name})', time.time()))
+    assert victim in {labels["worker"] for labels, _ in workers}, workers
 
 
 def _reaches_livekit(c: Any) -> bool:

@@ -79,3 +79,11 @@ def test_help_and_docs_come_from_the_registry() -> None:
     start = doc.index("<!-- generated: python -m rig.faults --markdown -->\n")
     block = doc[start:doc.index("<!-- end generated -->")].split("\n", 1)[1].strip()
     assert block == faults.markdown_table(), "run `python -m rig.faults --markdown` into the doc"
+
+
+def test_the_annotated_fault_kinds_are_the_registry() -> None:
+    """The Locust master refuses events of a kind names.FAULT_KINDS lacks (loadgen/runstate.py),
+    so a fault added to the registry but not there would never be annotated."""
+    from lkrig_instrument import names
+
+    assert set(faults.KINDS) == set(names.FAULT_KINDS)

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ import pytest
 from lkrig_instrument import names
 from prometheus_client.parser import text_string_to_metric_families
 
-from loadgen import convscript, metrics, shapes  # none of these imports locust (gevent)
+from loadgen import convscript, exporter, metrics, runstate, shapes  # none imports locust (gevent)
 from loadgen.conversation import Spec, check_expectations, conversation_outcome
 from loadgen.results import TurnResult
 
@@ -154,7 +155,8 @@ def test_metrics_from_two_workers_add_up_on_the_master_and_use_only_registered_n
     workers[0].gauge_add(names.CALLERS_ACTIVE, 3, **lab)
     agg.merge("w0", workers[0].drain())
     port = _free_port()
-    server, thread = metrics.serve(agg, port)
+    state = runstate.RunState()
+    server, thread = exporter.serve([metrics.AggregateCollector(agg), state], state.fault_event, port)
     try:
         got = _scrape(port)
     finally:
@@ -173,12 +175,74 @@ def test_metrics_from_two_workers_add_up_on_the_master_and_use_only_registered_n
     assert got[("lkrig_caller_silence_gap_seconds_count", sel)] == 5
     assert got[("lkrig_caller_dispatch_to_join_seconds_count", sel)] == 2
     assert got[("lkrig_caller_rooms_without_agent_total", sel)] == 2
-    assert got[("lkrig_caller_conversations_total", tuple(sorted({**lab, "outcome": "dead_air"}.items())))] == 2
+    dead_air = tuple(sorted({**lab, "outcome": "dead_air"}.items()))
+    assert got[("lkrig_caller_conversations_total", dead_air)] == 2
     assert got[("lkrig_callers_active", sel)] == 3  # both workers left their call; w0 now has 3
-    allowed = {s for m in names.CALLER_METRICS for s in m.samples}
+    allowed = {s for m in names.CALLER_METRICS + names.RUN_METRICS for s in m.samples}
     assert {name for name, _ in got} <= allowed
     agg.forget("w0")
     assert agg.value(names.CALLERS_ACTIVE, **lab) == 0
+
+
+def _post(port: int, body: bytes) -> tuple[int, str]:
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/events", data=body)
+    try:
+        with urllib.request.urlopen(request, timeout=5) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+
+class FakeRunner:
+    """What RunState reads of Locust's runner at scrape time."""
+
+    def __init__(self) -> None:
+        self.user_count, self.worker_count = 7, 2
+        self.stats = type("Stats", (), {"total": type("Total", (), {"fail_ratio": 0.25})()})()
+
+
+def test_the_master_serves_posted_fault_events_and_the_run_and_refuses_bad_ones() -> None:
+    state = runstate.RunState()
+    state.runner = FakeRunner()
+    port = _free_port()
+    server, thread = exporter.serve([state], state.fault_event, port)
+    try:
+        at = time.time() - 30
+        assert _post(port, json.dumps({"fault": "kill-agent", "target": "agent-2", "phase": "start",
+                                       "at": at}).encode())[0] == 202
+        assert _post(port, json.dumps({"fault": "kill-agent", "target": "agent-2", "phase": "end",
+                                       "at": at + 4}).encode())[0] == 202
+        state.run_event("start", at - 10)
+        bad = [
+            (b"not json", "not a JSON event"),
+            (b"[1]", "an event is a JSON object"),
+            (json.dumps({"fault": "nuke", "target": "agent-2", "phase": "start", "at": at}).encode(),
+             "fault 'nuke'"),
+            (json.dumps({"fault": "kill-agent", "target": "10.0.0.1:9100 x", "phase": "start",
+                         "at": at}).encode(), "target"),
+            (json.dumps({"fault": "kill-agent", "target": "agent-2", "phase": "middle",
+                         "at": at}).encode(), "phase 'middle'"),
+            (json.dumps({"fault": "kill-agent", "target": "agent-2", "phase": "start",
+                         "at": "soon"}).encode(), "at 'soon'"),
+        ]
+        for body, says in bad:
+            code, text = _post(port, body)
+            assert (code, says in text) == (400, True), (body, code, text)
+        got = _scrape(port)
+    finally:
+        server.shutdown()
+        thread.join(5)
+    ts = {dict(k[1])["phase"]: v for k, v in got.items()
+          if k[0] == names.FAULT_TIMESTAMP.name and dict(k[1])["target"] == "agent-2"}
+    assert ts == {"start": at, "end": at + 4}
+    # the refused events added no series and counted nothing
+    assert {dict(k[1])["fault"] for k in got if k[0] == names.FAULT_TIMESTAMP.name} == {"kill-agent"}
+    counts = {dict(k[1])["fault"]: v for k, v in got.items() if k[0] == names.FAULTS.name}
+    assert counts == {**{k: 0.0 for k in names.FAULT_KINDS}, "kill-agent": 1.0}
+    assert got[(names.RUN_TIMESTAMP.name, (("phase", "start"),))] == at - 10
+    assert got[(names.LOCUST_USERS.name, ())] == 7
+    assert got[(names.LOCUST_WORKERS.name, ())] == 2
+    assert got[(names.LOCUST_FAIL_RATIO.name, ())] == 0.25
 
 
 def test_a_prepared_run_serves_every_caller_series_at_zero_until_calls_report() -> None:
@@ -198,7 +262,8 @@ def test_a_prepared_run_serves_every_caller_series_at_zero_until_calls_report() 
     assert all(v == 0 for v in before.values())
     outcomes = {dict(k[1])["outcome"] for k in before if k[0] == "lkrig_caller_conversations_total"}
     assert outcomes == set(names.CONVERSATION_OUTCOMES)
-    assert {dict(k[1])["outcome"] for k in before if k[0] == "lkrig_caller_turns_total"} == set(names.TURN_OUTCOMES)
+    turn_outcomes = {dict(k[1])["outcome"] for k in before if k[0] == "lkrig_caller_turns_total"}
+    assert turn_outcomes == set(names.TURN_OUTCOMES)
     # The first report then moves series that already exist: rate() sees that first turn.
     rec = metrics.Recorder()
     metrics.CallerMetrics(rec).turn({"outcome": "ok", "latency_s": 0.4, "gaps_s": []}, **lab)

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 import yaml
+from lkrig_instrument import envnames
 
 TOOLS = Path(__file__).resolve().parent / "tools"
 sys.path.insert(0, str(TOOLS))
@@ -275,7 +276,8 @@ BROKEN_RULES = {
     "dead-air threshold": ((RULES, "          > 0.01\n", "          > 0.05\n"), "CallerDeadAir"),
     "per-1k factor": ((RULES, "          * 1000\n", "          * 100\n"), "per_1k_turns"),
     "stuck window": (
-        (RULES, "(increase(lkrig_agent_stuck_sessions_total[10m]))", "(increase(lkrig_agent_stuck_sessions_total[2m]))"),
+        (RULES, "(increase(lkrig_agent_stuck_sessions_total[10m]))",
+         "(increase(lkrig_agent_stuck_sessions_total[2m]))"),
         "AgentStuckSessions",
     ),
     "new-series branch": (
@@ -352,10 +354,43 @@ def test_names_check_covers_every_sample_of_names_py() -> None:
 
 
 # --- Grafana dashboards ----------------------------------------------------------------------------
+def _panel(d: dict[str, Any], title: str) -> dict[str, Any]:
+    return next(p for p in metric_names.iter_panels(d["panels"]) if p.get("title") == title)
+
+
+def _variable(d: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(v for v in d["templating"]["list"] if v["name"] == name)
+
+
 def test_dashboards_pass_the_static_checks() -> None:
     d = json.loads(DASHBOARD.read_text())
     assert d["title"] == "Speech scheduling under load"
-    assert {v["name"] for v in d["templating"]["list"]} == {"scenario", "profile", "agents_version", "worker"}
+    assert {v["name"] for v in d["templating"]["list"]} == {
+        "datasource", "scenario", "profile", "agents_version", "worker"
+    }
+    assert _variable(d, "datasource")["type"] == "datasource"
+    assert _variable(d, "worker")["query"] == "label_values(lk_agents_worker_load, worker)"
+    # the rarely read rows start collapsed, holding their panels
+    rows = {p["title"]: p for p in d["panels"] if p["type"] == "row"}
+    assert {t for t, r in rows.items() if r["collapsed"]} == {"LiveKit server", "Soak"}
+    assert all(rows[t]["panels"] for t in ("LiveKit server", "Soak"))
+    # annotations from Prometheus: faults, the load's start and stop, firing alerts
+    exprs = {a["name"]: a["target"]["expr"] for a in d["annotations"]["list"] if not a.get("builtIn")}
+    assert exprs["Faults"] == 'lkrig_fault_timestamp_seconds{phase="start"} * 1000'
+    assert exprs["Load start and stop"] == "lkrig_run_timestamp_seconds * 1000"
+    assert exprs["Firing alerts"] == 'ALERTS{alertstate="firing"}'
+    assert {lk["url"] for lk in d["links"]} >= {"http://127.0.0.1:8089", "http://127.0.0.1:9090/alerts"}
+    # the recording rules feed the panels they were made for
+    for title, recorded in (
+        ("Errors per 1k turns by scenario, profile and version (recorded, 5 min)",
+         "scenario_profile_version_kind:lkrig_speech_scheduling_errors_per_1k_turns:ratio_rate5m"),
+        ("Caller turn latency (p50 / p95 / p99)",
+         "scenario_profile:lkrig_caller_turn_latency_seconds:quantile_rate5m"),
+        ("Agent turn timings, p95 by stage",
+         "scenario_profile_version_stage:lkrig_agent_turn_seconds:quantile_rate5m"),
+    ):
+        assert all(t["expr"].startswith(recorded) for t in _panel(d, title)["targets"]), title
+    assert _panel(d, "Worker load")["fieldConfig"]["defaults"]["thresholds"]["steps"][1]["value"] == 0.7
     assert dashboard_check.check() == []
 
 
@@ -377,20 +412,59 @@ def _mutate_dashboard(d: dict[str, Any], case: str) -> None:
             ]["defaults"]["thresholds"]["mode"] = "absolut"
         case "misspelt expr key":
             target["exprr"] = target.pop("expr")
+        case "misspelt legendFormat key":
+            target["legendFromat"] = target.pop("legendFormat")
+        case "misspelt annotation key":
+            d["annotations"]["list"][1]["titleFromat"] = d["annotations"]["list"][1].pop("titleFormat")
         case "unknown metric":
             target["expr"] = target["expr"].replace(
                 "lkrig_speech_scheduling_errors_total", "speech_scheduling_error_total"
             )
+        case "unknown metric in an annotation":
+            d["annotations"]["list"][1]["target"]["expr"] = 'lkrig_fault_timestamp{phase="start"} * 1000'
         case "PromQL syntax error":
             target["expr"] = "sum(rate(lkrig_agent_turns_total[5m])"
         case "undefined variable":
             target["expr"] = target["expr"].replace("$scenario", "$scenaro")
         case "unknown metric in a variable":
-            d["templating"]["list"][0]["query"] = "label_values(agent_turn_total, scenario)"
-        case "unprovisioned datasource":
+            _variable(d, "scenario")["query"] = "label_values(agent_turn_total, scenario)"
+        case "fixed datasource uid":
             target["datasource"] = {"type": "prometheus", "uid": "prom"}
+        case "fixed datasource uid in a variable":
+            _variable(d, "worker")["datasource"] = {"type": "prometheus", "uid": "prometheus"}
+        case "no datasource variable":
+            d["templating"]["list"] = [v for v in d["templating"]["list"] if v["type"] != "datasource"]
         case "duplicate refId":
             panel["targets"].append(dict(target))
+        case "variable not applied":
+            target["expr"] = target["expr"].replace(', worker=~"$worker"', "")
+        case "not filtered by a variable it uses":
+            panel["description"] += "\nNot filtered by: $worker (no reason)"
+        case "malformed not-filtered line":
+            panel["description"] += "\nNot filtered by: worker"
+        case "instance in a legend":
+            _panel(d, "Worker load")["targets"][0]["legendFormat"] = "{{instance}}"
+        case "instance in the worker variable":
+            _variable(d, "worker")["query"] = "label_values(lk_agents_worker_load, instance)"
+        case "latency threshold off the SLO":
+            latency = _panel(d, "Caller turn latency (p50 / p95 / p99)")["fieldConfig"]["defaults"]
+            latency["thresholds"]["steps"][1]["value"] = 2.5
+        case "latency threshold not drawn":
+            latency = _panel(d, "Caller turn latency (p50 / p95 / p99)")["fieldConfig"]["defaults"]
+            del latency["custom"]["thresholdsStyle"]
+        case "editable against provisioning":
+            d["editable"] = True
+        case "zoom-dependent count":
+            stuck = _panel(d, "Stuck sessions per minute")["targets"][0]
+            stuck["expr"] = stuck["expr"].replace("(rate(", "(increase(").replace(" * 60", "")
+        case "collapsed row without its panels":
+            row = next(p for p in d["panels"] if p.get("title") == "Soak")
+            row["collapsed"], row["panels"] = True, []
+        case "doc anchor that does not exist":
+            p = _panel(d, "draining (selected range)")
+            p["description"] = p["description"].replace("#2-why-a-filler", "#2-why-the-filler")
+        case "error-kind panel without docs":
+            _panel(d, "closing (selected range)")["description"] = "AgentSession is closing."
 
 
 BROKEN_DASHBOARD = {
@@ -400,13 +474,41 @@ BROKEN_DASHBOARD = {
     "misspelt dashboard key": "'\"titel\"' does not exist",
     "bad enum value": "Type '\"absolut\"' is not assignable",
     "misspelt expr key": "no 'expr'",
+    "misspelt legendFormat key": "'\"legendFromat\"' does not exist",
+    "misspelt annotation key": "'\"titleFromat\"' does not exist",
     "unknown metric": "'speech_scheduling_error_total' is not defined",
+    "unknown metric in an annotation": "annotation 'Faults': metric 'lkrig_fault_timestamp' is not defined",
     "PromQL syntax error": "PromQL does not parse",
     "undefined variable": "uses $scenaro",
     "unknown metric in a variable": "variable $scenario: metric 'agent_turn_total' is not defined",
-    "unprovisioned datasource": "datasource uid 'prom' is not provisioned",
+    "fixed datasource uid": "datasource uid 'prom' is fixed",
+    "fixed datasource uid in a variable": "variable $worker: datasource uid 'prometheus' is fixed",
+    "no datasource variable": "needs exactly one variable of type 'datasource'",
     "duplicate refId": "refIds must be present and unique",
+    "variable not applied": "target A: does not filter by $worker",
+    "not filtered by a variable it uses": "says 'Not filtered by: $worker', but every query uses $worker",
+    "malformed not-filtered line": "is not 'Not filtered by: $a, $b (why)'",
+    "instance in a legend": "legendFormat '{{instance}}': name workers by the scrape's `worker` label",
+    "instance in the worker variable":
+        "variable $worker: query 'label_values(lk_agents_worker_load, instance)'",
+    "latency threshold off the SLO": "threshold [2.5] is not the SLO's turn_latency_p95_seconds [3]",
+    "latency threshold not drawn": "does not draw the SLO line",
+    "editable against provisioning": "editable is True, but the provisioning's allowUiUpdates is False",
+    "zoom-dependent count": "increase(...[$__rate_interval]) is a count whose window follows the zoom",
+    "collapsed row without its panels": "a collapsed row holds its panels in its own 'panels'",
+    "doc anchor that does not exist":
+        "docs/speech-scheduling.md has no heading for the anchor #2-why-the-filler",
+    "error-kind panel without docs": "a panel of errors by kind links docs/speech-scheduling.md#<section>",
 }
+
+
+def test_the_latency_threshold_follows_the_slo_file(tmp_path: Path) -> None:
+    """One fact: the dashboard's SLO line is slo/default.yaml's, not a copy that can drift."""
+    slo = tmp_path / "default.yaml"
+    slo.write_text((REPO / "slo" / "default.yaml").read_text().replace(
+        "turn_latency_p95_seconds: 3.0", "turn_latency_p95_seconds: 2.0"))
+    problems = dashboard_check.threshold_problems(json.loads(DASHBOARD.read_text()), DASHBOARD.name, slo)
+    assert any("is not the SLO's turn_latency_p95_seconds [2]" in p for p in problems), problems
 
 
 @pytest.mark.parametrize("case", sorted(BROKEN_DASHBOARD))
@@ -458,12 +560,26 @@ BROKEN_TARGETS = {
         "port 9645 is not among service locust-master's ports",
     ),
     "DNS SD port": (
-        ("prometheus/prometheus.yml", "        port: 9100", "        port: 9101"),
-        "port 9101 is not among service agent's ports",
+        ("prometheus/prometheus.yml", "        port: 6789", "        port: 6790"),
+        "port 6790 is not among service livekit's ports",
     ),
     "DNS SD name": (
-        ("prometheus/prometheus.yml", '["agent", "agent-providers"]', '["agents", "agent-providers"]'),
-        "host 'agents' is not a compose service",
+        ("prometheus/prometheus.yml", '["livekit", "livekit-2"]', '["livekt", "livekit-2"]'),
+        "host 'livekt' is not a compose service",
+    ),
+    "file SD folder": (
+        ("prometheus/prometheus.yml", '"/etc/prometheus/targets/*.json"', '"/etc/prometheus/target/*.json"'),
+        "/etc/prometheus/target is not a named volume mounted into service prometheus",
+    ),
+    "file SD writer path": (
+        ("docker-compose.yml", "  LKRIG_SCRAPE_TARGETS: /var/lib/lkrig/targets",
+         "  LKRIG_SCRAPE_TARGETS: /tmp/targets"),
+        "service agent mounts volume scrape-targets at /var/lib/lkrig/targets but its "
+        "LKRIG_SCRAPE_TARGETS is '/tmp/targets'",
+    ),
+    "file SD no writer": (
+        ("docker-compose.yml", "  - scrape-targets:/var/lib/lkrig/targets\n", "  []\n"),
+        "no service but prometheus mounts volume scrape-targets",
     ),
     "rules not mounted": (
         ("docker-compose.yml", "      - ./prometheus/rules:/etc/prometheus/rules:ro\n", ""),
@@ -548,7 +664,7 @@ def _livekit_server_bin() -> Path:
     if os.environ.get("LIVEKIT_SERVER_BIN"):
         return Path(os.environ["LIVEKIT_SERVER_BIN"])
     version = re.search(r"(?m)^ *image: *livekit/livekit-server:(v[0-9.]+) *$", COMPOSE.read_text())[1]
-    cache = Path(os.environ.get("RIG_CACHE", Path.home() / ".cache" / "lkrig"))
+    cache = Path(envnames.get("LKRIG_CACHE") or Path.home() / ".cache" / "lkrig")
     binary = cache / "livekit-server" / version / "livekit-server"
     if not binary.is_file():
         raise ToolMissing(f"livekit-server {version} is not built at {binary}: run `bash scripts/setup`")
@@ -620,6 +736,13 @@ def test_every_panel_returns_data_from_a_live_prometheus(live_prometheus: str) -
     )
     assert len(report.results) == n_targets
     assert report.variables[DASHBOARD.name]["scenario"] == ".*"  # "All", as Grafana opens it
+    assert report.variables[DASHBOARD.name]["datasource"] == live_prometheus
+    assert report.variables[DASHBOARD.name]["worker"] == ".*"
+    # the annotations' queries run too (they may be empty: no fault, no alert)
+    annotations = json.loads(DASHBOARD.read_text())["annotations"]["list"]
+    names = {a["name"] for a in annotations if not a.get("builtIn")}
+    assert {r.panel for r in report.annotations} == {f"annotation {n!r}" for n in names}
+    assert all(r.error is None for r in report.annotations), [r.line() for r in report.annotations]
     # Pinned to live values, too.
     pinned = check_panels_live.check_panels_live(
         live_prometheus, variables={"scenario": ["seed"], "profile": ["fast"]}
@@ -653,6 +776,26 @@ def test_live_panel_check_fails_on_broken_queries_and_variables(live_prometheus:
 
     with pytest.raises(check_panels_live.PrometheusUnreachable):
         check_panels_live.check_panels_live(f"http://127.0.0.1:{_free_port()}")
+
+
+def test_live_panel_check_fails_on_a_foreign_datasource_and_a_broken_annotation(
+    live_prometheus: str, tmp_path: Path
+) -> None:
+    assert _wait(lambda: check_panels_live.check_panels_live(live_prometheus).ok, 60)
+    d = json.loads(DASHBOARD.read_text())
+    panel = _panel(d, "Worker load")
+    panel["targets"][0]["datasource"] = {"type": "prometheus", "uid": "prometheus"}
+    faults = next(a for a in d["annotations"]["list"] if a["name"] == "Faults")
+    faults["target"]["expr"] = "lkrig_fault_timestamp_seconds{phase=} * 1000"
+    broken = tmp_path / "broken.json"
+    broken.write_text(json.dumps(d))
+    report = check_panels_live.check_panels_live(live_prometheus, [broken])
+    assert not report.ok
+    failed = [r for r in report.results if not r.ok]
+    assert [r.panel for r in failed] == [f"panel {panel['id']} 'Worker load'"], report.failures
+    assert "not the dashboard's Prometheus variable" in (failed[0].error or "")
+    (anno,) = [r for r in report.annotations if not r.ok]
+    assert anno.panel == "annotation 'Faults'" and "parse error" in (anno.error or ""), anno.line()
 
 
 def test_live_panel_check_cli_exit_codes(live_prometheus: str, tmp_path: Path) -> None:

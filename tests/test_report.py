@@ -214,7 +214,8 @@ def test_report_renders_every_plot_in_chromium(run: Run) -> None:
     live = Prometheus(run.prom).query(f"count by (kind) ({names.SPEECH_SCHEDULING_ERRORS.name})", run.t1)
     assert errors == {labels["kind"] for labels, _ in live} and len(errors) >= 3
     latency = {s["label"] for s in seen["panel-turn-latency"]["svgs"][0]["series"]}
-    assert latency == {"p50", "p95", "p99"}
+    # the dashboard's recorded quantiles: one line per quantile, scenario and profile
+    assert latency == {f"{q} seed / fast" for q in ("p50", "p95", "p99")}
     assert "FAIL" in seen["slo"]["text"] and "draining per 1k turns" in seen["slo"]["text"]
     assert "kill-agent" in seen["faults"]["text"] and "+8 s" in seen["faults"]["text"]
     assert "livekit-agents" in seen["run-info"]["text"] and "1.8.9" in seen["run-info"]["text"]
@@ -324,3 +325,27 @@ def test_time_forms() -> None:
     with pytest.raises(ValueError, match="not a time"):
         report_cmd.parse_time("-30x", now)
     assert (report.count(12.04), report.count(12.5)) == ("12", "12.5")
+
+
+def test_the_report_reads_the_dashboards_prometheus_variable_only(tmp_path: Path) -> None:
+    """rig/dashboard.py: panels read the dashboard's `datasource` variable, which the report
+    answers with the run's Prometheus; a panel naming any other data source is refused."""
+    from rig.dashboard import Dashboard, DashboardError, substitute
+
+    board = json.loads(report.DASHBOARD.read_text())
+    d = Dashboard(report.DASHBOARD)
+    assert d.datasource_uids == {"${datasource}", "$datasource"}
+    for spec in report.PANELS:
+        spec.queries(d)  # every panel the report shows reads the variable
+    (expr, legend), *_ = d.targets("Stuck sessions per minute")
+    assert legend == "{{worker}}" and 'worker=~"$worker"' in expr
+    values = {"__rate_interval": "20s"}
+    assert substitute('x{worker=~"${worker:regex}", a=~"[[scenario]]"}[$__rate_interval]', values) == (
+        'x{worker=~".*", a=~".*"}[20s]'
+    )
+    panel = next(p for p in board["panels"] if p.get("title") == "Scheduling errors by kind")
+    panel["targets"][0]["datasource"] = {"type": "prometheus", "uid": "prometheus"}
+    path = tmp_path / "fixed-uid.json"
+    path.write_text(json.dumps(board))
+    with pytest.raises(DashboardError, match=r"reads data source .*'prometheus'.* the report asks only"):
+        Dashboard(path).targets("Scheduling errors by kind")

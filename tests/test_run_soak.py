@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import json
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -143,6 +144,35 @@ def test_five_minute_soak_with_a_kill_and_a_livekit_restart_passes_the_fault_gat
     assert_nothing_left(run, SOAK_OFFSET)
     print(f"soak: {elapsed:.0f} s wall, {run['run']['conversations']} conversations, {run['run']['turns']}"
           f" turns, faults at {at}")
+    with stored_prometheus(tmp_path, SOAK_OFFSET) as prom:
+        dashboard_after_faults(prom.url, run)
+
+
+def dashboard_after_faults(prom_url: str, run: dict[str, Any]) -> None:
+    """The dashboard over the run's own data, as an operator opens it after the soak: every panel
+    has data, the browser stand-in of Grafana (tests/tools/dashboard_browser.py) shows an
+    annotation at each fault run.json records, under its kind, no legend names a worker by
+    address, and each variable changes the query of every panel that claims to filter by it."""
+    sys.path.insert(0, str(REPO / "tests" / "tools"))
+    import check_panels_live
+    import dashboard_browser as db
+
+    # Evaluated while the load still ran, after the last fault: the stack is gone by now, and a
+    # gauge of a target that is gone has no value at an instant after it (staleness).
+    during = max(f["at"] for f in run["faults"]) + 30
+    report = check_panels_live.wait_until_ok(prom_url, 30, rate_interval="5m", range_="10m",
+                                             interval="15s", at=during)
+    assert report.ok, "\n".join(report.failures)
+    board = REPO / "grafana" / "dashboards" / "speech-scheduling.json"
+    start, end = run["run"]["t0"] - 30, run["run"]["t1"] + 30
+    datasource = {**db.provisioned_datasource(), "timeInterval": "2s"}  # the native scrape
+    shown = db.render(board, prom_url, start, end, datasource=datasource)
+    starts = [(f["name"], f["target"], f["at"]) for f in run["faults"] if ":" not in f["name"]]
+    assert {name for name, _, _ in starts} == {"kill-agent", "restart-livekit"}, run["faults"]
+    assert db.faults_annotated(shown, starts, scrape_interval=2) == []
+    assert db.ip_legends(shown) == []
+    probes = db.probe_variables(board, prom_url, start, end, datasource=datasource)
+    assert db.unfiltered_queries(json.loads(board.read_text()), probes) == []
 
 
 def test_seed_scenario_fails_the_gate_on_draining_errors_with_exact_counts_and_a_slow_llm(

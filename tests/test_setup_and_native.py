@@ -273,7 +273,7 @@ def test_occupied_port_is_named_and_nothing_starts(tmp_path: Path) -> None:
 
 def test_missing_server_binary_is_named_with_the_fix(tmp_path: Path) -> None:
     version = pins.load().livekit_server
-    env = rig_env(RIG_CACHE=str(tmp_path / "empty-cache"))
+    env = rig_env(LKRIG_CACHE=str(tmp_path / "empty-cache"))
     up = run_rig(*_up_args(tmp_path, 2900), env=env)
     assert up.returncode == 1
     assert f"livekit-server {version}" in up.stderr and "is not installed" in up.stderr, up.stderr
@@ -437,7 +437,7 @@ def test_version_bump_in_compose_changes_the_pins(tmp_path: Path, monkeypatch: p
     assert "LIVEKIT_SERVER_VERSION=v9.8.7" in shell.stdout.splitlines()
 
     # And the native stack then looks for the bumped server, naming it when it is not built.
-    monkeypatch.setenv("RIG_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("LKRIG_CACHE", str(tmp_path / "cache"))
     monkeypatch.delenv("LIVEKIT_SERVER_BIN", raising=False)
     with pytest.raises(native.StackError, match=r"livekit-server v9\.8\.7 .* is not installed"):
         binaries.resolve_livekit_server(new.livekit_server, bumped)

@@ -353,7 +353,8 @@ def _soak_row_answers(stack: native.StackInfo) -> None:
     rows = [i for i, p in enumerate(board["panels"]) if p["type"] == "row"]
     start = next(i for i in rows if board["panels"][i]["title"] == "Soak")
     end = next((i for i in rows if i > start), len(board["panels"]))
-    board["panels"] = board["panels"][start + 1:end]
+    # a collapsed row holds its panels; an expanded one is followed by them
+    board["panels"] = board["panels"][start]["panels"] or board["panels"][start + 1:end]
     assert len(board["panels"]) >= 4
     path = Path(stack.run_dir) / "soak-row.json"
     path.write_text(json.dumps(board))

@@ -1,22 +1,21 @@
 """The rig's scripted providers for a user's own agent: what `lkrig_instrument.providers_or`
-returns with RIG_PROVIDERS=scripted (RIG_PROVIDERS_FACTORY defaults to `agent.providers.byo:build`).
+returns with LKRIG_PROVIDERS=scripted (LKRIG_PROVIDERS_FACTORY defaults to `agent.providers.byo:build`).
 
 * STT: the rig's ScriptedSTT. It answers with the transcript the rig's caller announces in the
   room before it speaks (lkrig_instrument.protocol), so it fits any agent (it needs the session's
   VAD to find the end of speech, like any non-streaming STT).
 * TTS: the rig's ScriptedTTS (espeak-ng speech after the injected first-byte delay).
-* LLM: only with RIG_LLM_SCRIPT=path.yaml, a conversation script for *your* agent (which tool to
+* LLM: only with LKRIG_LLM_SCRIPT=path.yaml, a conversation script for *your* agent (which tool to
   call on which words; see docs/bring-your-own-agent.md). Without one your own LLM stays: the rig
   cannot know your prompts and tools.
 
-Latency comes from a profile (agent/profiles or RIG_PROFILE_DIR) named by the dispatch metadata's
-`profile` (what the rig's callers and Locust send), else RIG_PROFILE, else `typical`.
+Latency comes from a profile (agent/profiles or LKRIG_PROFILE_DIR) named by the dispatch metadata's
+`profile` (what the rig's callers and Locust send), else LKRIG_LATENCY_PROFILE, else `typical`.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -25,7 +24,7 @@ from typing import Any
 
 import yaml
 from livekit.agents import llm
-from lkrig_instrument import names, prom, settings
+from lkrig_instrument import envnames, names, prom, settings
 from lkrig_instrument.capabilities import agents_version
 
 from .. import dialog
@@ -34,7 +33,7 @@ from .scripted_llm import ScriptedLLM
 from .scripted_stt import ScriptedSTT, TranscriptFeed
 from .scripted_tts import ScriptedTTS
 
-SCRIPT_ENV = "RIG_LLM_SCRIPT"
+SCRIPT_ENV = "LKRIG_LLM_SCRIPT"
 _PROFILE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
 
 
@@ -181,7 +180,7 @@ def _job_metadata() -> tuple[Any, dict[str, Any]]:
 def _profile(meta: dict[str, Any]) -> latency_mod.Profile:
     name = meta.get("profile")
     if not (isinstance(name, str) and _PROFILE_NAME.fullmatch(name)):
-        name = os.environ.get("RIG_PROFILE", "").strip() or "typical"  # a name, never a path
+        name = envnames.get("LKRIG_LATENCY_PROFILE").strip() or "typical"  # a name, never a path
     return latency_mod.load(name)
 
 
@@ -204,6 +203,6 @@ def build(kinds: Sequence[str]) -> dict[str, Any]:
         out["stt"] = ScriptedSTT(feed, latency)
     if "tts" in kinds:
         out["tts"] = ScriptedTTS(latency)
-    if "llm" in kinds and (script := os.environ.get(SCRIPT_ENV, "").strip()):
+    if "llm" in kinds and (script := envnames.get(SCRIPT_ENV).strip()):
         out["llm"] = ConversationLLM(load_script(Path(script)), latency)
     return out

@@ -296,15 +296,13 @@ def _in_job() -> bool:
     return True
 
 
-def _zero_series(labels: Labels) -> None:
-    """Export every kind and outcome at 0 from the start, so that rates and "no errors" are
-    visible before the first one happens."""
-    for kind in names.ERROR_KINDS:
-        prom.inc(names.SPEECH_SCHEDULING_ERRORS, {**labels, "kind": kind}, 0)
-    for outcome in names.SESSION_OUTCOMES:
-        prom.inc(names.SESSIONS_ENDED, {**labels, "outcome": outcome}, 0)
-    for spec in (names.STUCK_SESSIONS, names.HANDOFFS, names.TURNS, names.SPEECH_HANDLES_UNFINISHED):
-        prom.inc(spec, labels, 0)
+def zero_series(labels: Labels) -> None:
+    """Export every agent counter of this session at 0, for each value of its closed labels, so
+    that rates and "no errors" are visible before the first one happens."""
+    for spec in names.AGENT_METRICS:
+        if spec.type == "counter":
+            for label_set in names.label_sets(spec, labels):
+                prom.inc(spec, label_set, 0)
 
 
 def instrument(
@@ -330,7 +328,7 @@ def instrument(
     session.on("close", probe._closed)
     if capabilities.has_tool_execution_updated():
         session.on("tool_execution_updated", probe._tool_update)
-    _zero_series(labels)
+    zero_series(labels)
     prom.gauge_add(names.SESSIONS_ACTIVE, labels, 1)
     probe._watch = asyncio.get_running_loop().create_task(probe._watch_stuck())
     return probe

@@ -1,5 +1,5 @@
 """`AgentSession(**providers_or(stt=..., llm=..., tts=...), ...)`: the user's own STT, LLM and TTS,
-or, with RIG_PROVIDERS=scripted, the rig's scripted ones with injected latency.
+or, with LKRIG_PROVIDERS=scripted, the rig's scripted ones with injected latency.
 
 livekit-agents offers no public hook to replace the providers a session was built with, and
 patching the plugin classes would change the code under test. So the swap is opt-in, in the one
@@ -7,7 +7,7 @@ place the user's code chooses its providers. Pass factories (`lambda: deepgram.S
 instances when the real ones need keys the rig does not have: factories of swapped providers are
 never called.
 
-The scripted providers are not part of this package: RIG_PROVIDERS_FACTORY names a callable,
+The scripted providers are not part of this package: LKRIG_PROVIDERS_FACTORY names a callable,
 `module:function` (default `agent.providers.byo:build`, the rig's), imported only when the swap is
 on. It gets the names asked for and returns the providers it scripts (a subset), plus the name of
 the latency profile under `"profile"`, which becomes the session's `profile` label.
@@ -16,14 +16,14 @@ the latency profile under `"profile"`, which becomes the session's `profile` lab
 from __future__ import annotations
 
 import importlib
-import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from . import envnames
 from .settings import SCRIPTED_PROFILE
 
-MODE_ENV = "RIG_PROVIDERS"  # "scripted", or unset / "real"
-FACTORY_ENV = "RIG_PROVIDERS_FACTORY"
+MODE_ENV = "LKRIG_PROVIDERS"  # "scripted", or unset / "real"
+FACTORY_ENV = "LKRIG_PROVIDERS_FACTORY"
 DEFAULT_FACTORY = "agent.providers.byo:build"
 KINDS = ("stt", "llm", "tts")
 
@@ -57,19 +57,19 @@ def _resolve(value: Any) -> Any:
 def providers_or(**providers: Any) -> dict[str, Any]:
     """`stt`, `llm`, `tts` (instances or factories) as given, or the scripted ones instead.
 
-    Returns keyword arguments for `AgentSession`. With RIG_PROVIDERS=scripted, every kind the
+    Returns keyword arguments for `AgentSession`. With LKRIG_PROVIDERS=scripted, every kind the
     factory scripts replaces the user's; the others are the user's. Unknown keys are an error:
     a misspelt `ttss=` must not silently keep a real provider.
     """
     unknown = sorted(set(providers) - set(KINDS))
     if unknown:
         raise TypeError(f"providers_or: unknown provider {unknown[0]!r}; expected {', '.join(KINDS)}")
-    mode = os.environ.get(MODE_ENV, "").strip() or "real"
+    mode = envnames.get(MODE_ENV).strip() or "real"
     if mode not in ("real", "scripted"):
         raise ProviderSwapError(f"{MODE_ENV}={mode!r}: expected 'scripted' or 'real'")
     scripted: Mapping[str, Any] = {}
     if mode == "scripted":
-        factory = _load_factory(os.environ.get(FACTORY_ENV, "").strip() or DEFAULT_FACTORY)
+        factory = _load_factory(envnames.get(FACTORY_ENV).strip() or DEFAULT_FACTORY)
         scripted = factory(tuple(providers))
         profile = scripted.get("profile")
         if profile:

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import capabilities, carry, process_sampler
+from . import capabilities, carry, process_sampler, scrape_target
 
 REGISTERED = "registered worker"  # livekit-agents' log line once livekit-server accepted the worker
 STARTING = "starting worker"  # logged once the worker has emptied PROMETHEUS_MULTIPROC_DIR
@@ -149,6 +149,8 @@ def watch_worker_start(sampler: bool = True) -> None:
     if _started_hook is not None or multiprocessing.parent_process() is not None:
         return
     carry.stash()
+    if (metrics_port := _port("AGENT_METRICS_PORT")) is not None:
+        scrape_target.announce(metrics_port)
     _started_hook = _WorkerStarted(sampler)
     logger = logging.getLogger("livekit.agents")
     logger.addHandler(_started_hook)

@@ -65,6 +65,10 @@ class Backend(Protocol):
 
     def start_load(self, out: Path, spec: LoadSpec) -> Load: ...
 
+    @property
+    def events_url(self) -> str | None:
+        """Where the Locust master of the load takes fault events (loadgen/exporter.py)."""
+
     # -- the agents
     def agent_metrics(self) -> dict[str, str | None]:
         """Each running agent's /metrics URL by name (None: not reachable)."""

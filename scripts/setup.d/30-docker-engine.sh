@@ -10,8 +10,8 @@
 # as it always does; the test does not use it).
 # Idempotent: each step is skipped when what it would install is already there.
 set -euo pipefail
-root="${RIG_REPO:-$(cd "$(dirname "$0")/../.." && pwd)}"
-venv="${RIG_VENV:-$root/.venv}"
+root="${LKRIG_REPO:-${RIG_REPO:-$(cd "$(dirname "$0")/../.." && pwd)}}"
+venv="${LKRIG_VENV:-${RIG_VENV:-$root/.venv}}"
 
 DOCKER_SDK_VERSION="7.2.0"   # keep equal to pyproject.toml's dev extra
 

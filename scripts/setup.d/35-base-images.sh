@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Makes stand-ins for the base images the compose stack names, for a machine that reaches no image
 # registry (tests/test_compose_images.py builds and runs the real stack on them). Each is a rootfs
-# tar in $RIG_CACHE/base-images/, listed in images.json with the exact name the files use and the
+# tar in $LKRIG_CACHE/base-images/, listed in images.json with the exact name the files use and the
 # image settings `docker import --change` gives it; rebuilt only when its recipe changes.
 #
 #   python:3.11.13-slim-bookworm   debootstrap minbase bookworm + Debian's python3 (3.11), pip, venv;
@@ -18,8 +18,8 @@
 # ones trust this machine's CA bundle, so that the images' RUN steps reach the package registries.
 # Grafana has no image or package here: nothing stands in for it.
 set -euo pipefail
-root="${RIG_REPO:-$(cd "$(dirname "$0")/../.." && pwd)}"
-cache="${RIG_CACHE:-$HOME/.cache/lkrig}"
+root="${LKRIG_REPO:-${RIG_REPO:-$(cd "$(dirname "$0")/../.." && pwd)}}"
+cache="${LKRIG_CACHE:-${RIG_CACHE:-$HOME/.cache/lkrig}}"
 out="$cache/base-images"
 
 say() { echo "setup.d/35-base-images: $*" >&2; }

@@ -5,7 +5,7 @@ Prometheus text of this process.
     python tests/byo_agent/replay_hotel.py --runs 3
 
 The conversation is the one tests/test_byo.py's caller speaks; the agent is built by its own
-code (`new_session`, `Concierge`), with RIG_PROVIDERS=scripted and its conversation script.
+code (`new_session`, `Concierge`), with LKRIG_PROVIDERS=scripted and its conversation script.
 """
 
 from __future__ import annotations
@@ -114,9 +114,9 @@ async def one_run(agent_mod: Any, time_scale: float) -> dict[str, Any]:
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     sys.path[:0] = [str(HERE), str(REPO), str(REPO / "instrument")]
-    os.environ.setdefault("RIG_PROVIDERS", "scripted")
-    os.environ.setdefault("RIG_LLM_SCRIPT", str(HERE / "hotel_desk" / "conversation.yaml"))
-    os.environ.setdefault("RIG_PROFILE", args.profile)
+    os.environ.setdefault("LKRIG_PROVIDERS", "scripted")
+    os.environ.setdefault("LKRIG_LLM_SCRIPT", str(HERE / "hotel_desk" / "conversation.yaml"))
+    os.environ.setdefault("LKRIG_LATENCY_PROFILE", args.profile)
     os.environ.setdefault("LKRIG_STUCK_TIMEOUT", "8")
     import importlib
 

@@ -7,8 +7,14 @@ Template variables are resolved as Grafana does with the dashboard's defaults: e
 variable's values are looked up live (label_values([selector,] label), chained on the variables
 before it); a variable with no live value is a failure, since every panel would be empty. An
 "All" variable becomes its allValue (or a regex of its values), and --var NAME=V[,V...] pins
-values, which must exist live. $__rate_interval, $__range and $__interval take the given
-durations. A result whose every value is NaN (a quantile over no observations) counts as empty.
+values, which must exist live. The data source variable (type datasource, query prometheus) is
+the Prometheus given: a panel, target or annotation that reads any other data source is a
+failure, since this check cannot ask it. $__rate_interval, $__range and $__interval take the
+given durations. A result whose every value is NaN (a quantile over no observations) counts as
+empty. Panels in collapsed rows are checked like the others.
+
+The dashboard's Prometheus annotations (faults, load start and stop, firing alerts) run too: each
+must be a query Prometheus accepts, but may be empty (no fault, no alert in the window).
 
 Exit status: 0 all panels returned data, 1 some did not (each is listed), 2 bad input.
 """
@@ -30,6 +36,8 @@ from typing import Any
 
 import metric_names
 
+from rig.dashboard import datasource_refs
+
 DASHBOARD_DIR = Path(__file__).resolve().parents[2] / "grafana" / "dashboards"
 
 
@@ -45,10 +53,11 @@ class QueryResult:
     expr: str
     series: int = 0
     error: str | None = None
+    need_data: bool = True  # False: an annotation, which may well be empty
 
     @property
     def ok(self) -> bool:
-        return self.error is None and self.series > 0
+        return self.error is None and (self.series > 0 or not self.need_data)
 
     def line(self) -> str:
         status = "OK  " if self.ok else "FAIL"
@@ -61,11 +70,16 @@ class QueryResult:
 class LiveReport:
     variables: dict[str, dict[str, str]] = field(default_factory=dict)  # dashboard -> var -> value
     results: list[QueryResult] = field(default_factory=list)
+    annotations: list[QueryResult] = field(default_factory=list)  # may be empty, must not fail
     problems: list[str] = field(default_factory=list)
 
     @property
     def failures(self) -> list[str]:
-        return self.problems + [r.line() for r in self.results if not r.ok]
+        return (
+            self.problems
+            + [r.line() for r in self.results if not r.ok]
+            + [r.line() for r in self.annotations if not r.ok]
+        )
 
     @property
     def ok(self) -> bool:
@@ -119,6 +133,14 @@ def resolve_variables(
     problems = []
     for var in (dashboard.get("templating") or {}).get("list") or []:
         name = var.get("name")
+        if var.get("type") == "datasource":
+            # The Prometheus this check asks stands for whichever one Grafana's user picks.
+            if var.get("query") != "prometheus":
+                problems.append(
+                    f"variable ${name}: a data source of type {var.get('query')!r}, not prometheus"
+                )
+            values[name] = prom_url
+            continue
         if var.get("type") in ("constant", "custom", "textbox"):
             cur = (var.get("current") or {}).get("value") or var.get("query") or ""
             values[name] = cur if isinstance(cur, str) else _regex_of(list(cur))
@@ -155,6 +177,19 @@ def resolve_variables(
     return values, problems
 
 
+def _foreign_datasource(ref: Any, ours: set[str]) -> str | None:
+    """Why `ref` is not the Prometheus this check asks, or None (absent refs inherit the panel's)."""
+    if ref is None:
+        return None
+    uid = ref.get("uid") if isinstance(ref, dict) else ref
+    if uid in ours:
+        return None
+    return (
+        f"reads data source {ref!r}, not the dashboard's Prometheus variable; this check only asks "
+        "the Prometheus given"
+    )
+
+
 def check_panels_live(
     prom_url: str,
     dashboards: list[Path] | None = None,
@@ -186,10 +221,14 @@ def check_panels_live(
         values, problems = resolve_variables(prom_url, d, builtins, variables or {}, at)
         report.variables[path.name] = {k: v for k, v in values.items() if not k.startswith("__")}
         report.problems += [f"{path.name}: {p}" for p in problems]
+        ours = datasource_refs(d)
         for p in metric_names.iter_panels(d.get("panels") or []):
             if p.get("type") == "row":
                 continue
             panel = f"panel {p.get('id')} {p.get('title')!r}"
+            foreign = _foreign_datasource(p.get("datasource"), ours)
+            if foreign:
+                report.problems.append(f"{path.name}: {panel} {foreign}")
             targets = p.get("targets") or []
             if not targets:
                 report.problems.append(f"{path.name}: {panel} has no targets")
@@ -200,18 +239,36 @@ def check_panels_live(
                         QueryResult(path.name, panel, ref, "", error="target has no 'expr'")
                     )
                     continue
-                expr, unknown = metric_names.substitute(t["expr"], values)
-                r = QueryResult(path.name, panel, ref, expr)
-                if unknown:
-                    r.error = f"undefined variables {sorted(unknown)}"
-                else:
-                    answer = query(prom_url, expr, at)
-                    if answer.get("status") != "success":
-                        r.error = f"{answer.get('errorType')}: {answer.get('error')}"
-                    else:
-                        r.series = _series_with_data(answer)
+                r = _run(prom_url, path.name, panel, ref, t["expr"], values, at)
+                r.error = r.error or _foreign_datasource(t.get("datasource"), ours)
                 report.results.append(r)
+        for a in (d.get("annotations") or {}).get("list") or []:
+            target = a.get("target") if isinstance(a.get("target"), dict) else {}
+            expr = target.get("expr") or a.get("expr")
+            if a.get("builtIn") == 1 or not isinstance(expr, str) or not expr.strip():
+                continue
+            r = _run(prom_url, path.name, f"annotation {a.get('name')!r}", target.get("refId") or "Anno",
+                     expr, values, at)
+            r.error = r.error or _foreign_datasource(a.get("datasource"), ours)
+            r.need_data = False
+            report.annotations.append(r)
     return report
+
+
+def _run(
+    prom_url: str, dashboard: str, what: str, ref: str, expr: str, values: dict[str, str], at: float | None
+) -> QueryResult:
+    text, unknown = metric_names.substitute(expr, values)
+    r = QueryResult(dashboard, what, ref, text)
+    if unknown:
+        r.error = f"undefined variables {sorted(unknown)}"
+        return r
+    answer = query(prom_url, text, at)
+    if answer.get("status") != "success":
+        r.error = f"{answer.get('errorType')}: {answer.get('error')}"
+    else:
+        r.series = _series_with_data(answer)
+    return r
 
 
 def _seconds(duration: str) -> int:
@@ -278,10 +335,13 @@ def main(argv: list[str]) -> int:
         print(f"{name}: variables {values}")
     for r in report.results:
         print(r.line())
+    for r in report.annotations:  # empty is fine: no fault or alert in the window
+        print(r.line())
     for p in report.problems:
         print(f"FAIL {p}")
     n_ok = sum(r.ok for r in report.results)
-    print(f"{n_ok} passed, {len(report.results) - n_ok + len(report.problems)} failed")
+    n_failed = len(report.results) - n_ok + len(report.problems) + sum(not r.ok for r in report.annotations)
+    print(f"{n_ok} passed, {n_failed} failed")
     return 0 if report.ok else 1
 
 

@@ -2,11 +2,12 @@
 
     python tests/tools/synthetic_exporter.py PORT
 
-Serves every metric in names.ALL with its declared labels (values from names.py's tuples) and
-the livekit-server / livekit-agents series the dashboards read (names.EXTERNAL), except
-livekit_packet_loss_total: livekit-server creates that counter only at the first lost packet,
-so the dashboard must cope without it. Counters and histograms keep moving so rates and
-quantiles have data. Not part of the rig; the real exporters are the agent's and the loadgen's.
+Serves every metric in names.ALL with its declared labels (each closed label with every value
+names.py lists for it, each open one with one value) and the livekit-server / livekit-agents
+series the dashboards read (names.EXTERNAL), except livekit_packet_loss_total: livekit-server
+creates that counter only at the first lost packet, so the dashboard must cope without it.
+Counters and histograms keep moving so rates and quantiles have data. Not part of the rig; the
+real exporters are the agent's and the loadgen's.
 """
 
 from __future__ import annotations
@@ -21,30 +22,8 @@ import metric_names
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 NAMES = metric_names.load_names()
-COMMON = {"scenario": ["seed"], "profile": ["fast"], "agents_version": ["1.8.9"]}
-OUTCOMES = {
-    "lkrig_agent_speeches_done_total": NAMES.SPEECH_OUTCOMES,
-    "lkrig_agent_sessions_ended_total": NAMES.SESSION_OUTCOMES,
-    "lkrig_caller_turns_total": NAMES.TURN_OUTCOMES,
-    "lkrig_caller_conversations_total": NAMES.CONVERSATION_OUTCOMES,
-}
-LABEL_VALUES = {
-    "kind": NAMES.ERROR_KINDS,
-    "source": NAMES.SPEECH_SOURCES,
-    "component": NAMES.INJECTED_COMPONENTS,
-    "stage": getattr(NAMES, "TURN_STAGES", ("e2e",)),
-}
-
-
-def label_sets(metric: Any) -> list[dict[str, str]]:
-    sets: list[dict[str, str]] = [{}]
-    for label in metric.labels:
-        if label == "outcome":
-            values = OUTCOMES.get(metric.name, ("ok",))
-        else:
-            values = COMMON.get(label) or LABEL_VALUES.get(label) or ("x",)
-        sets = [{**s, label: v} for s in sets for v in list(values)[:3]]
-    return sets
+# One value for each open label (names.OPEN_LABELS); label_sets says which one is missing.
+OPEN_VALUES = {"scenario": "seed", "profile": "fast", "agents_version": "1.8.9", "target": "agent-0"}
 
 
 def build(registry: CollectorRegistry) -> list[tuple[Any, list[dict[str, str]], str]]:
@@ -53,7 +32,8 @@ def build(registry: CollectorRegistry) -> list[tuple[Any, list[dict[str, str]], 
         kind = {"counter": Counter, "gauge": Gauge, "histogram": Histogram}[m.type]
         kwargs = {"buckets": NAMES.LATENCY_BUCKETS} if m.type == "histogram" else {}
         name = m.name.removesuffix("_total") if m.type == "counter" else m.name
-        out.append((kind(name, m.help, m.labels, registry=registry, **kwargs), label_sets(m), m.type))
+        sets = NAMES.label_sets(m, OPEN_VALUES)
+        out.append((kind(name, m.help, m.labels, registry=registry, **kwargs), sets, m.type))
     node = {"node_id": ["ND_synthetic"], "node_type": ["SERVER"]}
     ext: list[tuple[Any, dict[str, list[str]], str]] = [
         (Gauge("livekit_room_total", "rooms", list(node), registry=registry), node, "gauge"),
@@ -88,6 +68,17 @@ def build(registry: CollectorRegistry) -> list[tuple[Any, list[dict[str, str]], 
             Gauge("lk_agents_worker_load", "load", ["nodename"], registry=registry),
             {"nodename": ["w1"]},
             "gauge",
+        ),
+        (
+            Histogram(
+                "lk_agents_proc_initialize_duration_seconds",
+                "process initialize time",
+                ["nodename"],
+                buckets=(0.1, 0.5, 1, 2, 5, 10),
+                registry=registry,
+            ),
+            {"nodename": ["w1"]},
+            "histogram",
         ),
     ]
     for metric, labels, kind in ext:

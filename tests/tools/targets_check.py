@@ -7,7 +7,8 @@ Against the resolved compose model (`docker compose config --format json`, all p
   datasource files use only keys Grafana knows;
 - every dashboard provider path is mounted into the grafana service from grafana/dashboards;
 - every scrape target in prometheus/prometheus.yml (static targets and DNS service-discovery
-  names) is a compose service listening on that port; `localhost` means Prometheus itself;
+  names) is a compose service listening on that port; `localhost` means Prometheus itself; a
+  file-discovery folder is a volume that the services writing into it mount where they write;
 - prometheus/prometheus.yml and the rules directory are mounted where the config expects them.
 """
 
@@ -130,6 +131,40 @@ def grafana_problems(model: dict[str, Any], grafana_dir: Path = GRAFANA_DIR) -> 
     return problems
 
 
+def _volumes(service: dict[str, Any]) -> dict[str, str]:
+    """{named volume: container path} of a service's volume mounts."""
+    return {v["source"]: v["target"].rstrip("/") for v in service.get("volumes") or []
+            if v.get("type") == "volume"}
+
+
+def file_sd_problems(model: dict[str, Any], where: str, folder: str) -> list[str]:
+    """The folder Prometheus reads target files from is a named volume that the services writing
+    them (lkrig_instrument/scrape_target.py) mount where their LKRIG_SCRAPE_TARGETS points, and
+    those services serve /metrics on AGENT_METRICS_PORT."""
+    services = model.get("services", {})
+    volume = next((v for v, path in _volumes(services.get(PROMETHEUS_SERVICE) or {}).items()
+                   if path == folder), None)
+    if volume is None:
+        return [f"{where}: {folder} is not a named volume mounted into service {PROMETHEUS_SERVICE}"]
+    problems, writers = [], 0
+    for name, svc in sorted(services.items()):
+        path = _volumes(svc).get(volume)
+        if name == PROMETHEUS_SERVICE or path is None:
+            continue
+        writers += 1
+        env = svc.get("environment") or {}
+        if env.get("LKRIG_SCRAPE_TARGETS") != path:
+            problems.append(f"{where}: service {name} mounts volume {volume} at {path} but its "
+                            f"LKRIG_SCRAPE_TARGETS is {env.get('LKRIG_SCRAPE_TARGETS')!r}")
+        port = str(env.get("AGENT_METRICS_PORT", ""))
+        if not port.isdigit() or int(port) not in compose_check.service_ports(svc):
+            problems.append(f"{where}: service {name} writes targets but does not expose its "
+                            f"AGENT_METRICS_PORT {port!r}")
+    if not writers:
+        problems.append(f"{where}: no service but {PROMETHEUS_SERVICE} mounts volume {volume}")
+    return problems
+
+
 def prometheus_problems(model: dict[str, Any], prometheus_yml: Path = PROMETHEUS_YML) -> list[str]:
     problems = []
     doc = yaml.safe_load(prometheus_yml.read_text()) or {}
@@ -156,10 +191,15 @@ def prometheus_problems(model: dict[str, Any], prometheus_yml: Path = PROMETHEUS
                 )
                 if p:
                     problems.append(p)
+        for sd in job.get("file_sd_configs") or []:
+            for pattern in sd.get("files") or []:
+                problems += file_sd_problems(model, f"{prometheus_yml.name}: job {name} files {pattern}",
+                                             str(Path(pattern).parent))
         for key in set(job) - {
             "job_name",
             "static_configs",
             "dns_sd_configs",
+            "file_sd_configs",
             "relabel_configs",
             "metric_relabel_configs",
             "scrape_interval",

@@ -13,6 +13,8 @@ import shutil
 import sys
 from pathlib import Path
 
+from lkrig_instrument import envnames
+
 REPO = Path(__file__).resolve().parents[2]
 TOOLS = Path(__file__).resolve().parent
 SETUP_HINT = "run `bash scripts/setup` (scripts/setup.d/20-packaging-tools.sh installs it)"
@@ -24,7 +26,7 @@ class ToolMissing(RuntimeError):
 
 def _venv_bin() -> list[Path]:
     # The interpreter running us first (normally .venv), then the project venv by path.
-    dirs = [Path(sys.prefix) / "bin", Path(os.environ.get("RIG_VENV", REPO / ".venv")) / "bin"]
+    dirs = [Path(sys.prefix) / "bin", Path(envnames.get("LKRIG_VENV") or REPO / ".venv") / "bin"]
     return [d for d in dirs if d.is_dir()]
 
 
@@ -79,10 +81,31 @@ def promql_names_bin() -> Path:
     """tests/tools/promql-names built for its current sources (cached per content hash)."""
     src = TOOLS / "promql-names"
     digest = hashlib.sha256(b"".join((src / f).read_bytes() for f in ("go.mod", "go.sum", "main.go")))
-    cache = Path(os.environ.get("RIG_CACHE", Path.home() / ".cache" / "lkrig"))
+    cache = Path(envnames.get("LKRIG_CACHE") or Path.home() / ".cache" / "lkrig")
     binary = cache / "promql-names" / digest.hexdigest()[:16] / "promql-names"
     if not binary.is_file():
         raise ToolMissing(
             f"promql-names is not built for the current sources (expected {binary}): {SETUP_HINT}"
         )
     return binary
+
+
+BROWSER_HINT = "run `bash scripts/setup` (scripts/setup.d/22-browser.sh installs it)"
+
+
+def chromium_bin() -> Path:
+    """Debian's chromium, which the Grafana stand-in's driver runs headless."""
+    found = Path("/usr/bin/chromium")
+    if not (found.is_file() and os.access(found, os.X_OK)):
+        raise ToolMissing(f"Debian's chromium is not installed at {found}: {BROWSER_HINT}")
+    return found
+
+
+def grafana_standin_dir() -> Path:
+    """tests/tools/grafana-standin with playwright-core installed by `npm ci`."""
+    d = TOOLS / "grafana-standin"
+    if not (d / "node_modules" / "playwright-core" / "package.json").is_file():
+        raise ToolMissing(f"playwright-core is not installed in {d}: {BROWSER_HINT}")
+    if shutil.which("node") is None:
+        raise ToolMissing("node is not on PATH (the stand-in's driver runs on it): install Node.js 20+")
+    return d
