@@ -38,6 +38,8 @@ class RunResult:
     spoken: list[tuple[float, str, bool]] = field(default_factory=list)  # (start, text, cut)
     stuck: bool = False
     completed: bool = False
+    # --timeline: (seconds since the run started, "said" | "error" | "log" | "end", detail)
+    events: list[tuple[float, str, str]] = field(default_factory=list)
 
     def starts(self, text: str) -> float | None:
         return next((t for t, s, _ in self.spoken if s == text), None)
@@ -56,9 +58,29 @@ async def _wait(cond: Any, timeout: float, step: float = 0.01) -> bool:
     return cond()
 
 
+class LogTap(logging.Handler):
+    """The framework's and asyncio's warnings and errors with their times, for --timeline: what a
+    user's log would show, in the order the loop emitted it."""
+
+    LOGGERS = ("asyncio", "livekit")  # livekit: livekit-agents, and livekit-rtc's event emitter
+
+    def __init__(self) -> None:
+        super().__init__(level=logging.WARNING)
+        self.records: list[tuple[float, str]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if not record.name.startswith(self.LOGGERS):
+            return
+        text = f"{record.name}: {record.getMessage().splitlines()[0]}"
+        if record.exc_info and record.exc_info[1] is not None:
+            exc = record.exc_info[1]
+            text += f" [{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}]"
+        self.records.append((time.monotonic(), text))
+
+
 async def one_run(scenario: str, profile: latency.Profile, seed: int, *, time_scale: float,
                   barge_in_ms: float | None, turn_timeout: float, stuck_timeout: float,
-                  vad: Any) -> RunResult:
+                  vad: Any, tap: LogTap | None = None) -> RunResult:
     result = RunResult()
     sess, agent = session.build(scenario, profile, seed, vad=vad if barge_in_ms is not None else None,
                                 time_scale=time_scale, replay=True)
@@ -72,6 +94,7 @@ async def one_run(scenario: str, profile: latency.Profile, seed: int, *, time_sc
     def on_error(kind: str, labels: dict[str, str], owner: object) -> None:
         if owner is probe:
             result.errors[kind] += 1
+            result.events.append((time.monotonic() - t0, "error", kind))
 
     LEDGER.add_listener(on_error)
     t0 = time.monotonic()
@@ -82,6 +105,8 @@ async def one_run(scenario: str, profile: latency.Profile, seed: int, *, time_sc
             started = (getattr(item, "metrics", None) or {}).get("started_speaking_at")
             at = started - time.time() + time.monotonic() - t0 if started else time.monotonic() - t0
             result.spoken.append((at, item.text_content or "", bool(item.interrupted)))
+            said = (item.text_content or "") + (" [cut]" if item.interrupted else "")
+            result.events.append((at, "said", said))
 
     sess.on("conversation_item_added", on_item)
     barge: asyncio.TimerHandle | None = None
@@ -97,7 +122,9 @@ async def one_run(scenario: str, profile: latency.Profile, seed: int, *, time_sc
         sess.on("agent_state_changed", on_state)
 
     def idle_after(n: int) -> Any:
-        return lambda: (len(result.spoken) > n and _ends_turn(result.spoken[-1][1])
+        # a line that ends the turn has been said since n and no speech is playing: a filler that
+        # plays after the task's question is waited for too, as a caller would
+        return lambda: (any(_ends_turn(s) for _, s, _ in result.spoken[n:])
                         and sess.current_speech is None)
 
     try:
@@ -118,11 +145,20 @@ async def one_run(scenario: str, profile: latency.Profile, seed: int, *, time_sc
     finally:
         result.stuck = probe.stuck
         try:
+            where = type(sess.current_agent).__name__
+        except RuntimeError:  # the session never started
+            where = "none"
+        result.events.append((time.monotonic() - t0, "end",
+                              f"current agent {where}{', stuck' if probe.stuck else ''}"))
+        try:
             await asyncio.wait_for(sess.aclose(), 5)
         except (TimeoutError, RuntimeError):
             pass
         probe.finish()
         LEDGER.remove_listener(on_error)
+        if tap is not None:  # every record emitted while this run ran (all of them with --runs 1)
+            result.events += [(t - t0, "log", text) for t, text in tap.records if t >= t0]
+        result.events.sort(key=lambda e: e[0])
     return result
 
 
@@ -156,6 +192,8 @@ def summarize(results: list[RunResult], args: argparse.Namespace, elapsed: float
         "filler_before_task_question": len(before),
         "preamble_start_to_next_speech_s_p50": round(statistics.median(gaps), 3) if gaps else None,
         "elapsed_s": round(elapsed, 2),
+        **({"timelines": [[[round(t, 3), what, detail] for t, what, detail in r.events]
+                          for r in results]} if args.timeline else {}),
     }
 
 
@@ -169,12 +207,17 @@ async def replay(args: argparse.Namespace) -> dict[str, Any]:
         vad = silero.VAD.load()
     time_scale = 1.0 if args.barge_in_ms is not None else args.time_scale
     sem = asyncio.Semaphore(args.concurrency)
+    tap = None
+    if args.timeline:
+        tap = LogTap()
+        logging.getLogger().addHandler(tap)
 
     async def run(i: int) -> RunResult:
         async with sem:
             return await one_run(args.scenario, profile, args.seed + i, time_scale=time_scale,
                                  barge_in_ms=args.barge_in_ms, vad=vad,
-                                 turn_timeout=args.turn_timeout, stuck_timeout=args.stuck_timeout)
+                                 turn_timeout=args.turn_timeout, stuck_timeout=args.stuck_timeout,
+                                 tap=tap)
 
     t0 = time.monotonic()
     results = await asyncio.gather(*(asyncio.create_task(run(i)) for i in range(args.runs)))
@@ -197,6 +240,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--stuck-timeout", type=float, default=10.0,
                    help="seconds before an unfinished AgentTask or speech counts as stuck")
     p.add_argument("--verbose", action="store_true", help="show the framework's log lines")
+    p.add_argument("--timeline", action="store_true",
+                   help="add each run's timeline to the JSON: what was said, the errors counted, "
+                        "the framework's and asyncio's warnings (all that happened while the run "
+                        "ran: use --concurrency 1 for one run's own) and where the session ended")
     p.add_argument("--metrics-out", help="write this process's Prometheus metrics here at the end")
     return p
 

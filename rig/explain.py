@@ -19,12 +19,12 @@ from lkrig_instrument.taxonomy import CANCELLED_SUFFIX, kind_of_record
 from rig.explain_table import (
     CIRCULAR_FRAMEWORK,
     CIRCULAR_GUARD,
+    FILLER_STOPPED_MESSAGE,
     PAUSE_PATH,
     ROWS,
     SHORT_MESSAGE,
     SUFFIXED_MESSAGE,
     UPGRADE_BELOW,
-    WITH_FILLER,
     Range,
     Row,
     intersect,
@@ -270,7 +270,8 @@ def _version(kind: str, text: str, framework_path: bool) -> tuple[Range | None, 
                                        "which 1.4.0 removed"
         return CIRCULAR_GUARD, "the circular-wait guard exists from 1.2.2 on"
     if kind == "filler_dropped":
-        return WITH_FILLER, "RunContext.with_filler exists from 1.6.0 on"
+        return FILLER_STOPPED_MESSAGE, ("RunContext.with_filler exists from 1.6.0 on, and logs "
+                                        "'filler stopped on an error' only after 1.7.0")
     return None, "the same wording in every version this rig checked (1.3.12, 1.8.9)"
 
 

@@ -1,7 +1,9 @@
-"""The two tables of `rig explain` (rig/explain.py): what a message's wording says about the
-livekit-agents version, and the decision table: the agent patterns behind speech-scheduling errors,
-the scenario file that reproduces each (agent/scenarios/, one pattern a file) and the fix. The rows
-with no fix are the fixes themselves; the rows are docs/speech-scheduling.md's, in short."""
+"""The tables of `rig explain` (rig/explain.py): what a message's wording says about the
+livekit-agents version; the agent patterns behind speech-scheduling errors (ROWS), the scenario file
+that reproduces each (agent/scenarios/, one pattern a file) and the fix, the rows with no fix being
+the fixes themselves; and the decision table (DECISIONS): what each pattern ends with on each
+version, which docs/speech-scheduling.md prints (decision_markdown) and
+tests/test_decision_table.py replays cell by cell."""
 
 from __future__ import annotations
 
@@ -28,9 +30,10 @@ CIRCULAR_GUARD: Range = ("1.2.2", None)
 #    :718, :2766). Tags: _close_session calls _interrupt_paused_speech from 1.2.7 to 1.3.12; from
 #    1.4.0 it calls _cancel_speech_pause(interrupt=False) (1.8.9 agent_activity.py:1644).
 CIRCULAR_FRAMEWORK: Range = ("1.2.7", "1.4.0")
-#  - "filler stopped on an error" comes from RunContext.with_filler: 1.8.9 events.py:120,
-#    filler_scheduler.py:112; neither in 1.3.12. Tags: first in 1.6.0.
-WITH_FILLER: Range = ("1.6.0", None)
+#  - "filler stopped on an error" comes from RunContext.with_filler's scheduler: 1.8.9 events.py:120,
+#    filler_scheduler.py:112; neither in 1.3.12. Tags: with_filler itself is in 1.6.0, but this log
+#    line is in no tag through 1.7.0 (the newest in the mirror checked): so after 1.7.0.
+FILLER_STOPPED_MESSAGE: Range = ("1.7.1", None)
 #  - "AgentSession is closing, cannot use say()" (1.3.12 agent_session.py:885, 1.8.9 :1574) and
 #    "The asyncio.Task finished before" (1.3.12 agent.py:733, 1.8.9 agent.py:994) read the same in
 #    both: they date nothing.
@@ -125,7 +128,9 @@ ROWS: dict[str, Row] = {
         "a function tool starts a filler with asyncio.create_task(... session.say(...)) and then "
         "awaits an AgentTask",
         "awaiting the task pauses the agent before the filler's task first runs; its say() goes to "
-        "the task's not yet started activity and is refused (draining), every time",
+        "the task's not yet started activity and is refused (draining), every time; before 1.4.3 "
+        "the refused speech is left pending, so the AgentTask's hand-back never finishes and the "
+        "tool never returns",
         "agent/scenarios/seed.py", FILLER_IN_ON_ENTER, WHY_CONFLICT),
     "seed_barge_in": Row(
         "the same tool (filler, then await of an AgentTask) on livekit-agents < 1.4.0, with the "
@@ -147,9 +152,12 @@ ROWS: dict[str, Row] = {
         "its start", None, FILLER_IN_ON_ENTER, WHO_DECIDES),
     "with_filler": Row(
         "async with context.with_filler(...) around the AgentTask (livekit-agents >= 1.6.0)",
-        "the filler is said once the session is idle, which can fall in the handoff's window: "
-        "dropped and logged as 'filler stopped on an error'",
-        "agent/scenarios/builtin_with_filler.py", FILLER_IN_ON_ENTER, WHY_CONFLICT),
+        "the filler is said once the session is idle, a few event-loop iterations into the "
+        "handoff: when the handoff's window lasts longer (audio input to close, a task slow to "
+        "start), inside it: dropped and logged as 'filler stopped on an error'; otherwise after "
+        "the task's question",
+        "agent/scenarios/builtin_with_filler.py (rig replay --scenario builtin_with_filler "
+        "--barge-in-ms 150)", FILLER_IN_ON_ENTER, WHY_CONFLICT),
     "say_before_handoff": Row(
         "session.say(filler), not awaited, on the line before `await` of the AgentTask",
         "no error: queued before the pause, which waits for it to play",
@@ -159,3 +167,137 @@ ROWS: dict[str, Row] = {
         "no error: the task's activity has started, the filler is heard before its question",
         "agent/scenarios/fix_filler_in_on_enter.py", None, WHY_CONFLICT),
 }
+
+
+# -- the decision table ----------------------------------------------------------------------
+
+FILLER_BEFORE = "before the question"  # the filler is heard before the task's question
+FILLER_AFTER = "after the question"
+FILLER_NOT_HEARD = "not heard"
+ANSWERED = "answered"  # the caller got the front desk's answer
+APOLOGY = "apology"  # the tool failed: the caller heard "sorry, something went wrong"
+STUCK = "stuck"  # no answer: the session stopped at the handoff or the hand-back
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How one call ends in the replay (agent/replay.py --timeline; tests/test_decision_table.py
+    reads it off each run)."""
+    errors: tuple[str, ...]  # the kinds the rig counted, in the order it counted them
+    filler: str | None  # FILLER_*; None for a pattern without a filler
+    end: str  # ANSWERED, APOLOGY or STUCK
+
+    def text(self) -> str:
+        parts = [" → ".join(f"`{e}`" for e in self.errors) or "no error"]
+        if self.filler is not None:
+            parts.append(f"filler {self.filler}")
+        parts.append({ANSWERED: "answered", APOLOGY: "tool failed, apology",
+                      STUCK: "**stuck**, no answer"}[self.end])
+        return "; ".join(parts)
+
+
+@dataclass(frozen=True)
+class Decision:
+    scenario: str  # agent/scenarios/<scenario>.py
+    pattern: str
+    legacy: Outcome | None  # 1.3.12, the caller silent during the preamble; None: no such API
+    legacy_barge: Outcome | None  # 1.3.12, the caller making sound during the tool's preamble
+    v140_142: str  # 1.4.0-1.4.2: from the sources (see the doc), not run here
+    current: Outcome  # 1.8.9, text only (no audio input)
+    current_barge: Outcome  # 1.8.9, the caller making sound during the tool's preamble
+    fix: str
+    rows: tuple[str, ...] = ()  # the ROWS that rig explain prints for its errors
+
+    @property
+    def path(self) -> str:
+        return f"agent/scenarios/{self.scenario}.py"
+
+
+def _o(errors: str, filler: str | None, end: str) -> Outcome:
+    return Outcome(tuple(errors.split()), filler, end)
+
+
+_WEDGED_BY_PAUSE = "circular_wait task_unfinished scheduler_not_running"
+_NO_WITH_FILLER = "no `RunContext.with_filler` (from 1.6.0)"
+DECISIONS: list[Decision] = [
+    Decision(
+        "seed", "tool: `create_task(say(filler))`, then `await` the AgentTask (the report's code)",
+        _o("draining", FILLER_NOT_HEARD, STUCK),
+        _o("draining " + _WEDGED_BY_PAUSE, FILLER_NOT_HEARD, STUCK),
+        "`draining`; filler not heard; **stuck**, no answer (refused speech left pending); "
+        "caller sound adds nothing",
+        _o("draining", FILLER_NOT_HEARD, ANSWERED),
+        _o("draining", FILLER_NOT_HEARD, ANSWERED),
+        "filler first in the task's `on_enter` (row 4); upgrade to ≥ 1.4.3",
+        ("create_task_say", "seed_barge_in")),
+    Decision(
+        "seed_sleep_before_say", "the same, the filler sleeping 0.5 s before `say()`",
+        _o("", FILLER_AFTER, ANSWERED),
+        _o(_WEDGED_BY_PAUSE + " draining", FILLER_NOT_HEARD, STUCK),
+        "no error; filler after the question; answered",
+        _o("", FILLER_AFTER, ANSWERED),
+        _o("", FILLER_AFTER, ANSWERED),
+        "as row 1: a sleep only moves the filler behind the question (and a longer window, "
+        "e.g. a slow task start, still refuses it)"),
+    Decision(
+        "fix_say_before_handoff", "tool: `say(filler)`, not awaited, on the line before `await` "
+        "of the AgentTask",
+        _o("", FILLER_BEFORE, ANSWERED),
+        _o("", FILLER_BEFORE, ANSWERED),
+        "no error; filler before the question; answered",
+        _o("", FILLER_BEFORE, ANSWERED),
+        _o("", FILLER_BEFORE, ANSWERED),
+        "a fix; the handoff waits for the filler to play",
+        ("say_before_handoff",)),
+    Decision(
+        "fix_filler_in_on_enter", "the filler as the first line of the task's `on_enter`, "
+        "not awaited",
+        _o("", FILLER_BEFORE, ANSWERED),
+        _o(_WEDGED_BY_PAUSE, FILLER_NOT_HEARD, STUCK),
+        "no error; filler before the question; answered",
+        _o("", FILLER_BEFORE, ANSWERED),
+        _o("", FILLER_BEFORE, ANSWERED),
+        "the fix; on ≤ 1.3.x caller sound still wedges the handoff: upgrade to ≥ 1.4.0",
+        ("filler_in_on_enter",)),
+    Decision(
+        "await_own_handle", "tool: `await context.speech_handle` (or its `wait_for_playout()`)",
+        _o("circular_wait", None, APOLOGY),
+        _o("circular_wait", None, APOLOGY),
+        "`circular_wait`; tool failed, apology",
+        _o("circular_wait", None, APOLOGY),
+        _o("circular_wait", None, APOLOGY),
+        "`await context.wait_for_playout()` (RunContext's)",
+        ("await_own_handle",)),
+    Decision(
+        "builtin_with_filler", "`async with context.with_filler(filler)` around the `await`",
+        None, None, _NO_WITH_FILLER,
+        _o("", FILLER_AFTER, ANSWERED),
+        _o("filler_dropped", FILLER_NOT_HEARD, ANSWERED),
+        "row 4 (`on_enter` runs once the task's activity has started)",
+        ("with_filler",)),
+    Decision(
+        "with_filler_slow_task_start", "the same, the task slow to start (a toolset set up "
+        "for 1 s)",
+        None, None, _NO_WITH_FILLER,
+        _o("filler_dropped", FILLER_NOT_HEARD, ANSWERED),
+        _o("filler_dropped", FILLER_NOT_HEARD, ANSWERED),
+        "row 4"),
+]
+
+DECISION_HEADER = ("pattern (scenario)", "1.3.12, text only", "1.3.12, caller sound in the preamble",
+                   "1.4.0-1.4.2 (from the sources, not run)", "1.8.9, text only",
+                   "1.8.9, caller sound in the preamble", "fix")
+
+
+def decision_markdown() -> str:
+    """docs/speech-scheduling.md's decision table, as it must read there."""
+    def cell(o: Outcome | None) -> str:
+        return o.text() if o is not None else _NO_WITH_FILLER
+
+    lines = ["| # | " + " | ".join(DECISION_HEADER) + " |",
+             "|---" * (len(DECISION_HEADER) + 1) + "|"]
+    for i, d in enumerate(DECISIONS, 1):
+        lines.append(f"| {i} | " + " | ".join([
+            f"{d.pattern} (`{d.scenario}`)", cell(d.legacy), cell(d.legacy_barge), d.v140_142,
+            cell(d.current), cell(d.current_barge), d.fix]) + " |")
+    return "\n".join(lines) + "\n"

@@ -3,18 +3,26 @@ same scenario, provider and counting code as the worker."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import Any
 
 import pytest
+from lkrig_instrument.taxonomy import CANCELLED_SUFFIX, DRAINING, kind_of_record
 from replayutil import REPO, Replay, finish, replay, start
+
+from agent import dialog
 
 FAST = ("--time-scale", "10", "--concurrency", "25")
 
 
 def test_seed_is_refused_as_draining_in_every_run(tmp_path: Path) -> None:
-    r = replay(tmp_path, "--scenario", "seed", "--profile", "fast", "--runs", "20", *FAST)
+    r = replay(tmp_path, "--scenario", "seed", "--profile", "fast", "--runs", "20", "--verbose", *FAST)
     assert r.rc == 0, r.stderr
     assert r.summary["errors"] == {"draining": 20}
+    # in the words of 1.4.3 and later: the message ends with the suffix
+    raised = [line for line in r.stderr.splitlines() if line.startswith(f"RuntimeError: {DRAINING}")]
+    assert raised == [f"RuntimeError: {DRAINING}{CANCELLED_SUFFIX}"] * 20
     assert r.summary["runs_with_error"] == {"draining": 20}
     assert r.summary["filler_played"] == 0
     # the refused filler does not break the conversation: the final answer still comes
@@ -62,10 +70,11 @@ def test_awaiting_own_handle_is_a_circular_wait_every_run(tmp_path: Path) -> Non
 
 
 def test_with_filler_drops_are_counted_once_as_filler_dropped(tmp_path: Path) -> None:
-    """with_filler says its filler once the session is idle, which may fall in the handoff's
-    draining window (timing-dependent). A refused filler shows up both as a rejected handle and
-    as the framework's "filler stopped on an error" log line: one error, counted under one kind,
-    as often as the framework logs it."""
+    """with_filler says its filler once the session is idle. A refused filler shows up both as a
+    rejected handle and as the framework's "filler stopped on an error" log line: one error,
+    counted under one kind, as often as the framework logs it, whether or not it is refused (in
+    text mode the task's activity has started by then; tests/test_decision_table.py has the cases
+    where it is refused)."""
     r = replay(tmp_path, "--scenario", "builtin_with_filler", "--profile", "typical",
                "--runs", "20", "--verbose", *FAST)
     assert r.rc == 0, r.stderr
@@ -74,6 +83,55 @@ def test_with_filler_drops_are_counted_once_as_filler_dropped(tmp_path: Path) ->
     assert "draining" not in r.summary["errors"]
     assert r.sample("lkrig_speech_scheduling_errors_total", kind="filler_dropped") == logged
     assert r.summary["filler_played"] + logged == 20  # every run: heard, or dropped and counted
+
+
+def _logged_errors(timeline: list[list[Any]]) -> list[tuple[float, str, str]]:
+    """(seconds into the run, kind, the error's text) of each speech-scheduling error the run's
+    log shows, read with the rig's taxonomy."""
+    out = []
+    for t, what, detail in timeline:
+        m = re.match(r"^[\w.]+: (?P<message>.*?)(?: \[\w+: (?P<error>.*)\])?$", detail)
+        if what == "log" and m and (kind := kind_of_record(m["message"], m["error"])):
+            out.append((t, kind, m["error"] or m["message"]))
+    return out
+
+
+def _said_at(timeline: list[list[Any]], line: str) -> float:
+    return next(t for t, what, detail in timeline if what == "said" and detail.startswith(line))
+
+
+def test_say_between_the_swap_and_the_start_is_closing_both_ways(tmp_path: Path) -> None:
+    """The session emits the AgentHandoff item after it swaps the activities and before it starts
+    or resumes the new one: a say() from a listener of it lands in that gap, on the way into the
+    AgentTask and on the way back."""
+    r = replay(tmp_path, "--scenario", "say_on_handoff", "--profile", "fast", "--runs", "2",
+               "--concurrency", "1", "--time-scale", "5", "--timeline")
+    assert r.rc == 0, r.stderr
+    for timeline in r.summary["timelines"]:
+        (t_in, kind_in, error_in), (t_back, kind_back, error_back) = _logged_errors(timeline)
+        assert kind_in == kind_back == "closing"
+        assert error_in == error_back == "AgentSession is closing, cannot use say()"
+        assert _said_at(timeline, dialog.PREAMBLE) < t_in < _said_at(timeline, dialog.TASK_QUESTION)
+        assert _said_at(timeline, dialog.TASK_ACK) < t_back < _said_at(timeline, "We have ")
+        said = [d for _, what, d in timeline if what == "said"]
+        assert dialog.FILLER not in said  # neither announcement plays
+    assert r.summary["completed"] == 2
+    # the event emitter catches the error and logs it under its own logger: the rig's counters,
+    # which read the exception handler, asyncio's and livekit.agents' records, do not see it
+    assert r.summary["errors"] == {}
+
+
+def test_with_filler_into_a_task_slow_to_start_is_refused_as_closing(tmp_path: Path) -> None:
+    """The task's toolset takes a second to set up: start() awaits it after the swap and before
+    it resumes scheduling, so with_filler's say() comes in the "closing" gap."""
+    r = replay(tmp_path, "--scenario", "with_filler_slow_task_start", "--profile", "fast",
+               "--runs", "2", "--concurrency", "1", "--time-scale", "5", "--timeline")
+    assert r.rc == 0, r.stderr
+    for timeline in r.summary["timelines"]:
+        (t, kind, error), = _logged_errors(timeline)
+        assert kind == "filler_dropped" and error == "AgentSession is closing, cannot use say()"
+        assert _said_at(timeline, dialog.PREAMBLE) < t < _said_at(timeline, dialog.TASK_QUESTION)
+    assert r.summary["errors"] == {"filler_dropped": 2} and r.summary["filler_played"] == 0
 
 
 FIXES = [(s, p) for s in ("fix_filler_in_on_enter", "fix_say_before_handoff") for p in ("typical", "spiky")]

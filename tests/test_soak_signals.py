@@ -187,6 +187,33 @@ def _served(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float] | 
         return None
 
 
+def test_a_job_process_importing_the_worker_module_leaves_the_running_jobs_counts_alone(
+        tmp_path: Path) -> None:
+    """A job process imports the user's module (which calls server_options(), so
+    watch_worker_start()) while multiprocessing unpickles its target, before parent_process() is
+    set. Seen on the BYO stack: the second job's import stashed the first job's live counter
+    file, and Prometheus lost that job's counts. Here the worker has armed itself, a job is
+    running (its counter file), and a spawned job imports such a module: the file stays put."""
+    mp = tmp_path / "multiproc"
+    mp.mkdir()
+    (tmp_path / "jobmod.py").write_text(
+        "from lkrig_instrument import server\n"
+        "server.watch_worker_start()  # at import, as server_options() does\n"
+        "def target():\n    pass\n")
+    running = mp / "counter_4242.db"
+    subprocess.run([sys.executable, "-c", (
+        "import multiprocessing as m, pathlib, sys\nfrom lkrig_instrument import server\n"
+        "if __name__ == '__main__':\n"
+        "    server.watch_worker_start()  # the worker, before it runs: nothing to stash yet\n"
+        f"    pathlib.Path({str(running)!r}).write_bytes(b'')  # a job starts and counts\n"
+        "    import jobmod\n"
+        "    p = m.get_context('spawn').Process(target=jobmod.target); p.start(); p.join()\n"
+        "    assert p.exitcode == 0")], check=True, cwd=tmp_path,
+        env={**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(mp),
+             "PYTHONPATH": os.pathsep.join([str(REPO / "instrument"), str(tmp_path)])})
+    assert running.exists() and not (mp / "carried").exists(), sorted(mp.rglob("*"))
+
+
 def test_a_worker_started_again_on_its_folder_serves_every_count_of_its_earlier_processes(
         tmp_path: Path) -> None:
     mp = tmp_path / "multiproc"

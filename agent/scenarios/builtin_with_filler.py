@@ -1,4 +1,4 @@
-"""builtin_with_filler: the framework's own filler, `RunContext.with_filler` (1.8+).
+"""builtin_with_filler: the framework's own filler, `RunContext.with_filler` (1.6.0 and later).
 
 with_filler says the filler once the session has been idle for `delay` (0 by default). That
 moment can fall inside the handoff's draining window (or, when the task's activity is slow to

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import capabilities, carry, process_sampler, scrape_target
+from . import capabilities, carry, envnames, process_sampler, scrape_target
 
 REGISTERED = "registered worker"  # livekit-agents' log line once livekit-server accepted the worker
 STARTING = "starting worker"  # logged once the worker has emptied PROMETHEUS_MULTIPROC_DIR
@@ -147,6 +147,12 @@ def watch_worker_start(sampler: bool = True) -> None:
     samples as the worker."""
     global _started_hook
     if _started_hook is not None or multiprocessing.parent_process() is not None:
+        return
+    # A job process also imports the user's module, and does so while multiprocessing unpickles
+    # its target, before parent_process() is set: only the environment it inherits tells it from
+    # the worker. Stashing there would hide the counts of the jobs running beside it.
+    worker = os.environ.setdefault(envnames.WORKER_PID, str(os.getpid()))
+    if worker != str(os.getpid()):
         return
     carry.stash()
     if (metrics_port := _port("AGENT_METRICS_PORT")) is not None:
