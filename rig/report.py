@@ -150,6 +150,7 @@ class Report:
     faults: list[dict[str, Any]]
     slo: list[dict[str, Any]] | None
     locust: locustcsv.LocustCsv | None
+    explained: list[dict[str, Any]] | None = None  # rig.explain findings (to_json) from the agents' logs
 
 
 # --- gathering --------------------------------------------------------------------------------------
@@ -159,7 +160,8 @@ def _step(t0: float, t1: float) -> float:
     return float(max(1, math.ceil((t1 - t0) / MAX_POINTS)))
 
 
-def _validate(faults: Sequence[dict[str, Any]], slo: Sequence[dict[str, Any]] | None) -> None:
+def validate(faults: Sequence[dict[str, Any]], slo: Sequence[dict[str, Any]] | None,
+              explained: Sequence[dict[str, Any]] | None = None) -> None:
     for i, f in enumerate(faults):
         if not isinstance(f, dict) or not isinstance(f.get("at"), int | float) or not f.get("name"):
             raise ReportError(
@@ -168,6 +170,11 @@ def _validate(faults: Sequence[dict[str, Any]], slo: Sequence[dict[str, Any]] | 
         if not isinstance(s, dict) or not s.get("name") or not isinstance(s.get("ok"), bool):
             raise ReportError(
                 f"slo[{i}]: expected {{'name', 'limit', 'value', 'ok': bool, 'detail'}}, got {s!r}")
+    for i, f in enumerate(explained or []):
+        if not isinstance(f, dict) or not {"kind", "count", "origin", "message"} <= set(f):
+            raise ReportError(
+                f"explained[{i}]: expected a `rig explain --json` finding (kind, count, origin, "
+                f"message, ...), got {f!r}")
 
 
 def _plot(key: str, title: str, lines: list[Line], t0: float, t1: float, left: Axis, right: Axis | None,
@@ -185,12 +192,13 @@ def gather(
     run_info: dict[str, Any] | None = None,
     faults: list[dict[str, Any]] | None = None,
     slo: list[dict[str, Any]] | None = None,
+    explained: list[dict[str, Any]] | None = None,
     dashboard: Path = DASHBOARD,
 ) -> Report:
     if not (math.isfinite(t0) and math.isfinite(t1)) or t1 <= t0:
         raise ReportError(f"empty time range: the end ({utc(t1)}) is not after the start ({utc(t0)})")
     faults = sorted(faults or [], key=lambda f: f.get("at", 0) if isinstance(f, dict) else 0)
-    _validate(faults, slo)
+    validate(faults, slo, explained)
     locust = locustcsv.load(locust_csv_prefix) if locust_csv_prefix is not None else None
     dash = Dashboard(dashboard)
     prom = Prometheus(prom_url)
@@ -222,7 +230,7 @@ def gather(
             rows = [(legend(fmt, labels, what), v) for labels, v in prom.query(substitute(expr, values), t1)]
             stats.append((what, sorted(rows)))
     return Report(t0, t1, prom.url, plots, totals, stats, dict(run_info or {}), faults,
-                  list(slo) if slo is not None else None, locust)
+                  list(slo) if slo is not None else None, locust, explained)
 
 
 def _locust_plots(data: locustcsv.LocustCsv, t0: float, t1: float, markers: list[Marker]) -> list[Plot]:
@@ -286,6 +294,8 @@ def tables(r: Report) -> list[Table]:
             [[str(s["name"]), num(s.get("limit")), num(s.get("value")), "PASS" if s["ok"] else "FAIL",
               str(s.get("detail") or "")] for s in r.slo],
             "no SLOs were given"))
+    if r.explained is not None:
+        out.append(explained_table(r.explained))
     out.append(Table(
         "faults", "Faults injected", ["at (UTC)", "offset", "fault", "detail"],
         [[utc(f["at"]), f"+{f['at'] - r.t0:.0f} s", str(f["name"]), str(f.get("detail") or "")]
@@ -316,6 +326,41 @@ def tables(r: Report) -> list[Table]:
         out.append(Table("run-info", "Run parameters and versions", ["parameter", "value"],
                          [[k, v] for k, v in flatten(r.run_info)]))
     return out
+
+
+SAMPLE_FRAMES = 4  # the innermost frames of a sample traceback: the tool's line and the raise
+
+
+def short_fix(fix: str | None) -> str:
+    """A fix in a table cell: its first paragraph, and the upgrade if it has one; the code is in
+    the doc section and in `rig explain`."""
+    if not fix:
+        return "this is the fix"
+    paragraphs = [" ".join(p.split()) for p in fix.split("\n\n")]
+    last = paragraphs[-1]
+    upgrade = [last.split(":")[0] + "."] if len(paragraphs) > 1 and last.startswith("Upgrade") else []
+    return " ".join([paragraphs[0].rstrip(":") + ".", *upgrade])
+
+
+def explained_table(findings: list[dict[str, Any]]) -> Table:
+    """Each distinct speech-scheduling error in the agents' logs, as `rig explain` reads it: the
+    versions its wording implies, whose code raised it, the pattern, the fix and the doc section,
+    with a sample of its traceback."""
+    rows = []
+    for f in findings:
+        row = f.get("row") or {}
+        frames = [f"{fr['function']} ({fr['file'].rsplit('/', 1)[-1]}:{fr['line']})"
+                  for fr in (f.get("frames") or [])[-SAMPLE_FRAMES:]]
+        rows.append([
+            str(f["kind"]), str(f["count"]), str(f.get("version_range") or "any"),
+            f"{f['origin']}: {f['origin_detail']}" if f.get("origin_detail") else str(f["origin"]),
+            str(row.get("pattern") or "no matching row"), short_fix(f.get("fix")),
+            str(f.get("doc") or ""),
+            " → ".join(frames) + (f" → {f['message']}" if frames else str(f["message"]))])
+    return Table(
+        "errors-explained", "Speech-scheduling errors explained (the agents' logs, as `rig explain`)",
+        ["kind", "count", "versions", "raised by", "pattern", "fix", "doc", "sample traceback"],
+        rows, "no speech-scheduling error in the agents' logs")
 
 
 def plot_summary(r: Report) -> Table:
@@ -358,6 +403,7 @@ def write_report(
     run_info: dict[str, Any] | None = None,
     faults: list[dict[str, Any]] | None = None,
     slo: list[dict[str, Any]] | None = None,
+    explained: list[dict[str, Any]] | None = None,
 ) -> Path:
     """Write out_dir/report.html and out_dir/report.md; the HTML's path.
 
@@ -365,7 +411,7 @@ def write_report(
     promapi.PrometheusUnreachable or promapi.QueryError before anything is written.
     """
     r = gather(prom_url, t0, t1, locust_csv_prefix=locust_csv_prefix, run_info=run_info, faults=faults,
-               slo=slo)
+               slo=slo, explained=explained)
     html, md = pages(r)
     out_dir.mkdir(parents=True, exist_ok=True)
     html_path = out_dir / "report.html"

@@ -54,7 +54,8 @@ def _prometheus_from_run_dir(run_dir: Path) -> str:
 
 
 def _run_json(path: Path) -> dict[str, Any]:
-    """run_info, faults and slo from a JSON object; `rig run`'s run.json (run_info under "run") too."""
+    """run_info, faults, slo and explained from a JSON object; `rig run`'s run.json (run_info under
+    "run") too."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
@@ -64,11 +65,12 @@ def _run_json(path: Path) -> dict[str, Any]:
             f"--run-json {path}: expected an object with run_info (or run), faults and/or slo"
         )
     info = data.get("run_info", data.get("run"))
-    for key, want in (("run_info", dict), ("faults", list), ("slo", list)):
+    for key, want in (("run_info", dict), ("faults", list), ("slo", list), ("explained", list)):
         value = info if key == "run_info" else data.get(key)
         if value is not None and not isinstance(value, want):
             raise report.ReportError(f"--run-json {path}: {key} must be a JSON {want.__name__}")
-    return {"run_info": info, "faults": data.get("faults"), "slo": data.get("slo")}
+    return {"run_info": info, "faults": data.get("faults"), "slo": data.get("slo"),
+            "explained": data.get("explained")}
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -135,6 +137,7 @@ def main(args: argparse.Namespace) -> int:
             run_info=extra.get("run_info"),
             faults=extra.get("faults"),
             slo=extra.get("slo"),
+            explained=extra.get("explained"),
         )
     except (ValueError, native.StackError) as e:  # ReportError, LocustCsvError, a bad time
         err(f"rig report: {e}")

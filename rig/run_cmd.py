@@ -21,7 +21,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from rig import backends, faults, locust_web, native, paths, pins, reconcile, slo
+from rig import backends, explain, faults, locust_web, native, paths, pins, reconcile, slo
 from rig.backends.base import LoadSpec
 from rig.backends.containers import ComposeStackError
 from rig.console import EXIT_USAGE, err, out, run_then_tear_down
@@ -120,13 +120,16 @@ def main(args: argparse.Namespace) -> int:
         cut = any(f.cuts_calls for f in planned)
         checks = reconcile.reconcile(o.result, o.growth, backend.logged_errors(o.t0), prom, o.t0, t1, cut)
         verdicts = slo.evaluate(gate, prom, o.t0, t1) if gate else []
+        explained = explain_logs(backend.agent_log_lines(o.t0))
         run_info = {**_run_info(args, duration, o, t1), **backend.run_info()}
         problems = o.problems
         (folder / "run.json").write_text(json.dumps({
             "run": run_info, "faults": scheduler.records, "problems": problems,
-            "reconciliation": [asdict(c) for c in checks], "slo": verdicts}, indent=2))
+            "reconciliation": [asdict(c) for c in checks], "slo": verdicts, "explained": explained},
+            indent=2))
         _print_summary(checks, verdicts, problems)
-        if _report(backend.prometheus_url, o.t0, t1, folder, run_info, scheduler.records, verdicts) is None:
+        if _report(backend.prometheus_url, o.t0, t1, folder, run_info, scheduler.records, verdicts,
+                   explained) is None:
             problems.append("no report written")
         failed = problems or not all(c.ok for c in checks) or not all(v["ok"] for v in verdicts)
         out(f"rig run: {'FAILED' if failed else 'passed'}; run folder {folder}")
@@ -170,14 +173,23 @@ def _print_summary(checks: list[reconcile.Check], verdicts: list[dict[str, Any]]
         out(f"  FAIL {p}")
 
 
+def explain_logs(lines: list[str]) -> list[dict[str, Any]]:
+    """Each distinct speech-scheduling error in the agents' logs, as `rig explain` reads it."""
+    try:
+        return [f.to_json() for f in explain.analyse("\n".join(lines)).findings]
+    except explain.ExplainError:  # no log lines at all: nothing to explain
+        return []
+
+
 def _report(prom_url: str, t0: float, t1: float, folder: Path, run_info: dict[str, Any],
-            fault_records: list[dict[str, Any]], verdicts: list[dict[str, Any]]) -> Path | None:
+            fault_records: list[dict[str, Any]], verdicts: list[dict[str, Any]],
+            explained: list[dict[str, Any]]) -> Path | None:
     try:
         from rig import report
     except ImportError as e:
         err(f"rig run: cannot write the report ({e})")
         return None
     path = report.write_report(prom_url, t0, t1, folder, locust_csv_prefix=folder / "locust" / "locust",
-                               run_info=run_info, faults=fault_records, slo=verdicts)
+                               run_info=run_info, faults=fault_records, slo=verdicts, explained=explained)
     out(f"rig run: report {path}")
     return path

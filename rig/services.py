@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from lkrig_instrument import envnames
 
 from rig import probes
 from rig.paths import INSTRUMENT, LIVEKIT_CONFIG, REPO
@@ -39,8 +38,7 @@ WORKER_REJOIN_ENV = {"LOCUST_WORKER_ADDITIONAL_WAIT_BEFORE_READY_AFTER_STOP": st
 # Environment variables the rig sets itself; inherited values would silently change a service
 # (livekit-server reads LIVEKIT_<CONFIG_FIELD> variables as config overrides).
 _SCRUBBED_PREFIXES = ("LIVEKIT_",)
-_SCRUBBED = {"PROMETHEUS_MULTIPROC_DIR", "AGENT_NAME", "AGENT_HEALTH_PORT", "AGENT_METRICS_PORT",
-             envnames.WORKER_PID}
+_SCRUBBED = {"PROMETHEUS_MULTIPROC_DIR", "AGENT_NAME", "AGENT_HEALTH_PORT", "AGENT_METRICS_PORT"}
 
 
 def multiproc_dir(run_dir: Path, agent: int) -> Path:

@@ -349,3 +349,27 @@ def test_the_report_reads_the_dashboards_prometheus_variable_only(tmp_path: Path
     path.write_text(json.dumps(board))
     with pytest.raises(DashboardError, match=r"reads data source .*'prometheus'.* the report asks only"):
         Dashboard(path).targets("Scheduling errors by kind")
+
+
+def test_the_explained_errors_table_is_rig_explains_reading_of_the_agents_logs() -> None:
+    """`rig run` puts rig explain's findings from the agents' logs into run.json and the report:
+    on a user's report (tests/test_explain.py), one row per distinct error, with the pattern, the
+    fix, the doc section and the traceback's innermost frames; an empty log explains nothing."""
+    from test_explain import USER_REPORT
+
+    from rig import run_cmd
+    from rig.explain_table import CIRCULAR_FRAMEWORK, SHORT_MESSAGE, spec
+
+    found = run_cmd.explain_logs(USER_REPORT.splitlines())
+    table = report.explained_table(found)
+    assert [row[0] for row in table.rows] == [f["kind"] for f in found] == ["draining", "circular_wait"]
+    draining, circular = table.rows
+    # the short message (no suffix) and the framework's pause path date the log, as rig explain says
+    assert (draining[2], circular[2]) == (spec(SHORT_MESSAGE), spec(CIRCULAR_FRAMEWORK)), table.rows
+    assert "create_task" in draining[4] and draining[6].startswith("docs/speech-scheduling.md#")
+    assert "on_enter" in draining[5] and "at least 1.4.3" in draining[5] and "\n" not in draining[5]
+    assert draining[7].endswith("cannot schedule new speech, the speech scheduling is draining/pausing")
+    assert "_interrupt_paused_speech" in circular[7] and circular[3].startswith("framework")
+    assert run_cmd.explain_logs([]) == [] and report.explained_table([]).rows == []
+    with pytest.raises(report.ReportError, match=r"explained\[0\]"):
+        report.validate([], None, [{"kind": "draining"}])

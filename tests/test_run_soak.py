@@ -193,6 +193,13 @@ def test_seed_scenario_fails_the_gate_on_draining_errors_with_exact_counts_and_a
     assert proc.returncode == 1
     assert "FAIL slo scheduling_errors_per_1k_turns.draining" in proc.stdout
     assert (tmp_path / "report.html").exists() and (tmp_path / "report.md").exists()
+    # The report explains the errors as `rig explain` does, from the agents' logs: the seed's
+    # pattern (a filler through create_task while the tool hands off), its fix and its section.
+    draining = [f for f in run["explained"] if f["kind"] == "draining"]
+    assert draining and all(f["row"]["id"] == "create_task_say" for f in draining), run["explained"]
+    assert all(f["doc"].startswith("docs/speech-scheduling.md#") and f["fix"] for f in draining), draining
+    report_md = (tmp_path / "report.md").read_text()
+    assert "## Speech-scheduling errors explained" in report_md and draining[0]["doc"] in report_md
     assert_nothing_left(run, SEED_OFFSET)
     slow = assert_llm_slowed_after_the_fault_only(run, tmp_path)
     print(f"seed: {elapsed:.0f} s wall, {run['run']['turns']} turns, draining {v['detail']}; {slow}")

@@ -32,10 +32,6 @@ RENAMED: dict[str, str] = {
 }
 OLD_NAMES = {new: old for old, new in RENAMED.items()}
 
-# Set by an agent worker for the job processes it starts (lkrig_instrument/server.py); nothing
-# else may pass it on, or a worker would take itself for a job (rig/services.py drops it).
-WORKER_PID = "LKRIG_WORKER_PID"
-
 log = logging.getLogger("lkrig.env")
 
 

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import capabilities, carry, envnames, process_sampler, scrape_target
+from . import capabilities, carry, process_sampler, scrape_target
 
 REGISTERED = "registered worker"  # livekit-agents' log line once livekit-server accepted the worker
 STARTING = "starting worker"  # logged once the worker has emptied PROMETHEUS_MULTIPROC_DIR
@@ -139,6 +139,15 @@ def _info_from(logger: logging.Logger) -> None:
         logger.setLevel(logging.INFO)
 
 
+def is_child_process() -> bool:
+    """A process multiprocessing started (a job process), also while it is still unpickling its
+    target: that is when it imports the user's module, before parent_process() is set, and
+    stashing there would hide the counts of the jobs running beside it. CPython's spawn and
+    forkserver bootstrap (multiprocessing/spawn.py `_main`) marks that phase with `_inheriting`."""
+    return (multiprocessing.parent_process() is not None
+            or bool(getattr(multiprocessing.current_process(), "_inheriting", False)))
+
+
 def watch_worker_start(sampler: bool = True) -> None:
     """In the worker process, before the worker runs (idempotent): stash the counts of earlier
     processes in the multiprocess directory (carry) and arm their return and the worker's soak
@@ -146,13 +155,7 @@ def watch_worker_start(sampler: bool = True) -> None:
     process that imports the user's module (and so calls server_options()) neither stashes nor
     samples as the worker."""
     global _started_hook
-    if _started_hook is not None or multiprocessing.parent_process() is not None:
-        return
-    # A job process also imports the user's module, and does so while multiprocessing unpickles
-    # its target, before parent_process() is set: only the environment it inherits tells it from
-    # the worker. Stashing there would hide the counts of the jobs running beside it.
-    worker = os.environ.setdefault(envnames.WORKER_PID, str(os.getpid()))
-    if worker != str(os.getpid()):
+    if _started_hook is not None or is_child_process():
         return
     carry.stash()
     if (metrics_port := _port("AGENT_METRICS_PORT")) is not None:

@@ -76,6 +76,9 @@ class Backend(Protocol):
     def agent_metrics_urls(self) -> list[str]:
         """Every running agent's /metrics URL (an error if one cannot be reached)."""
 
+    def agent_log_lines(self, since: float) -> list[str]:
+        """The agents' log lines since `since` (unix seconds), for rig.explain."""
+
     def logged_errors(self, since: float) -> dict[str, int]:
         """Counted scheduling errors by kind in the agents' logs since `since` (unix seconds)."""
 

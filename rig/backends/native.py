@@ -83,9 +83,15 @@ class NativeBackend:
     def agent_metrics_urls(self) -> list[str]:
         return [a.metrics_url for a in self.info.agents]
 
-    def logged_errors(self, since: float) -> dict[str, int]:
+    def agent_log_lines(self, since: float) -> list[str]:
         # A native stack lives for one command: its logs hold nothing from before it.
-        return reconcile.logged_errors([Path(self.info.logs_dir) / f"{a.name}.log" for a in self.info.agents])
+        lines: list[str] = []
+        for a in self.info.agents:
+            lines += (Path(self.info.logs_dir) / f"{a.name}.log").read_text(errors="replace").splitlines()
+        return lines
+
+    def logged_errors(self, since: float) -> dict[str, int]:
+        return reconcile.logged_errors_in(self.agent_log_lines(since))
 
     def run_info(self) -> dict[str, Any]:
         # every process this command started, to check that none outlives it
