@@ -61,10 +61,15 @@ def _real_agent_storage() -> dict:
     import compose_check
 
     real = compose_check.resolved_model(REPO / "docker-compose.yml")["services"]["agent"]
-    out: dict = {"environment": {MULTIPROC: real["environment"][MULTIPROC]}}
-    for key in ("tmpfs", "volumes"):
-        if real.get(key):
-            out[key] = real[key]
+    folder = real["environment"][MULTIPROC]
+    out: dict = {"environment": {MULTIPROC: folder}}
+    if real.get("tmpfs"):
+        out["tmpfs"] = real["tmpfs"]
+    # only what holds the multiprocess directory (the scrape-targets volume is another matter)
+    holding = [v for v in real.get("volumes") or []
+               if (folder + "/").startswith(v["target"].rstrip("/") + "/")]
+    if holding:
+        out["volumes"] = holding
     return out
 
 

@@ -133,7 +133,10 @@ class ComposeBackend:
 
     @property
     def events_url(self) -> str | None:
-        url = self.caller_metrics_url
+        try:
+            url = self.caller_metrics_url
+        except ct.ComposeStackError:  # no Locust master: nothing to annotate on
+            return None
         return url.removesuffix("/metrics") + "/events" if url else None
 
     def start_load(self, out: Path, spec: LoadSpec) -> locust_web.WebLocust:
