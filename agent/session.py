@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +16,8 @@ from .providers.scripted_llm import ScriptedLLM
 from .providers.scripted_stt import ScriptedSTT, TranscriptFeed
 
 AGENTS_VERSION = lka.__version__
-_LEGACY = tuple(int(x) for x in AGENTS_VERSION.split(".")[:2]) < (1, 4)
+# The session's options by name, not by version: 1.4.2 still takes the older ones.
+_OPTIONS = inspect.signature(AgentSession.__init__).parameters
 
 
 @dataclass
@@ -57,12 +59,12 @@ def build(scenario: str, profile: Profile, seed: int, *, feed: TranscriptFeed | 
     }
     if replay and vad is None:
         kwargs["stt"] = None  # text mode: no audio to transcribe
-    if _LEGACY:
+    if "turn_handling" not in _OPTIONS:
         kwargs.update(turn_detection="vad" if vad is not None else "manual",
                       preemptive_generation=False)
     else:
         kwargs.update(turn_handling={"turn_detection": "vad" if vad is not None else None,
                                      "preemptive_generation": {"enabled": False}})
-        if replay:
-            kwargs["aec_warmup_duration"] = None  # no echo to cancel in text mode
+    if replay and "aec_warmup_duration" in _OPTIONS:
+        kwargs["aec_warmup_duration"] = None  # no echo to cancel in text mode
     return AgentSession(**kwargs), module.entry_agent()

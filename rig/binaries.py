@@ -2,9 +2,9 @@
 
 livekit-server is the build of the pinned version that scripts/setup leaves in the cache (or
 LIVEKIT_SERVER_BIN); Prometheus is the one on PATH (or PROMETHEUS_BIN). The agents run on this
-interpreter (the main livekit-agents pin), on the legacy pin's venv that scripts/setup leaves in
-the cache, or on a venv built from a user's requirements (rig.byo). Where scripts/setup puts
-things in the cache is said here only.
+interpreter (the main livekit-agents pin), on the venv of an older pin (legacy, middle) that
+scripts/setup leaves in the cache, or on a venv built from a user's requirements (rig.byo). Where
+scripts/setup puts things in the cache is said here only.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def livekit_server_path(version: str) -> Path:
 
 
 def agents_venv_python(version: str) -> Path:
-    """The python of the venv scripts/setup installs livekit-agents `version` into (the legacy pin)."""
+    """The python of the venv scripts/setup installs livekit-agents `version` into (an older pin)."""
     return cache_dir() / f"venv-agents-{version}" / "bin" / "python"
 
 
@@ -69,17 +69,17 @@ def resolve_prometheus() -> Path:
 
 def resolve_agents_python(version: str | None, pinned: pins.Pins) -> Path:
     main = pinned["LIVEKIT_AGENTS_VERSION"]
-    legacy = pinned["LIVEKIT_AGENTS_LEGACY_VERSION"]
+    older = [pinned[k] for k in pins.OLDER_AGENTS]
     if version in (None, main):
         return Path(sys.executable)
-    if version == legacy:
-        python = agents_venv_python(legacy)
+    if version in older:
+        python = agents_venv_python(version)
         if not python.exists():
             raise StackError(
-                f"no venv for livekit-agents {legacy} at {python.parent.parent}; run scripts/setup"
+                f"no venv for livekit-agents {version} at {python.parent.parent}; run scripts/setup"
             )
         return python
-    raise StackError(f"--agents-version {version}: {pinned.source} pins {main} and legacy {legacy} only")
+    raise StackError(f"--agents-version {version}: {pinned.source} pins {main}, {' and '.join(older)} only")
 
 
 def agents_python(

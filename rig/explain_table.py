@@ -202,7 +202,8 @@ class Decision:
     pattern: str
     legacy: Outcome | None  # 1.3.12, the caller silent during the preamble; None: no such API
     legacy_barge: Outcome | None  # 1.3.12, the caller making sound during the tool's preamble
-    v140_142: str  # 1.4.0-1.4.2: from the sources (see the doc), not run here
+    middle: Outcome | None  # 1.4.2 (the middle pin), the caller silent; None: no such API
+    middle_barge: Outcome | None  # 1.4.2, the caller making sound during the tool's preamble
     current: Outcome  # 1.8.9, text only (no audio input)
     current_barge: Outcome  # 1.8.9, the caller making sound during the tool's preamble
     fix: str
@@ -224,8 +225,8 @@ DECISIONS: list[Decision] = [
         "seed", "tool: `create_task(say(filler))`, then `await` the AgentTask (the report's code)",
         _o("draining", FILLER_NOT_HEARD, STUCK),
         _o("draining " + _WEDGED_BY_PAUSE, FILLER_NOT_HEARD, STUCK),
-        "`draining`; filler not heard; **stuck**, no answer (refused speech left pending); "
-        "caller sound adds nothing",
+        _o("draining", FILLER_NOT_HEARD, STUCK),
+        _o("draining", FILLER_NOT_HEARD, STUCK),
         _o("draining", FILLER_NOT_HEARD, ANSWERED),
         _o("draining", FILLER_NOT_HEARD, ANSWERED),
         "filler first in the task's `on_enter` (row 4); upgrade to ≥ 1.4.3",
@@ -234,7 +235,8 @@ DECISIONS: list[Decision] = [
         "seed_sleep_before_say", "the same, the filler sleeping 0.5 s before `say()`",
         _o("", FILLER_AFTER, ANSWERED),
         _o(_WEDGED_BY_PAUSE + " draining", FILLER_NOT_HEARD, STUCK),
-        "no error; filler after the question; answered",
+        _o("", FILLER_AFTER, ANSWERED),
+        _o("", FILLER_AFTER, ANSWERED),
         _o("", FILLER_AFTER, ANSWERED),
         _o("", FILLER_AFTER, ANSWERED),
         "as row 1: a sleep only moves the filler behind the question (and a longer window, "
@@ -244,7 +246,8 @@ DECISIONS: list[Decision] = [
         "of the AgentTask",
         _o("", FILLER_BEFORE, ANSWERED),
         _o("", FILLER_BEFORE, ANSWERED),
-        "no error; filler before the question; answered",
+        _o("", FILLER_BEFORE, ANSWERED),
+        _o("", FILLER_BEFORE, ANSWERED),
         _o("", FILLER_BEFORE, ANSWERED),
         _o("", FILLER_BEFORE, ANSWERED),
         "a fix; the handoff waits for the filler to play",
@@ -254,7 +257,8 @@ DECISIONS: list[Decision] = [
         "not awaited",
         _o("", FILLER_BEFORE, ANSWERED),
         _o(_WEDGED_BY_PAUSE, FILLER_NOT_HEARD, STUCK),
-        "no error; filler before the question; answered",
+        _o("", FILLER_BEFORE, ANSWERED),
+        _o("", FILLER_BEFORE, ANSWERED),
         _o("", FILLER_BEFORE, ANSWERED),
         _o("", FILLER_BEFORE, ANSWERED),
         "the fix; on ≤ 1.3.x caller sound still wedges the handoff: upgrade to ≥ 1.4.0",
@@ -263,14 +267,15 @@ DECISIONS: list[Decision] = [
         "await_own_handle", "tool: `await context.speech_handle` (or its `wait_for_playout()`)",
         _o("circular_wait", None, APOLOGY),
         _o("circular_wait", None, APOLOGY),
-        "`circular_wait`; tool failed, apology",
+        _o("circular_wait", None, APOLOGY),
+        _o("circular_wait", None, APOLOGY),
         _o("circular_wait", None, APOLOGY),
         _o("circular_wait", None, APOLOGY),
         "`await context.wait_for_playout()` (RunContext's)",
         ("await_own_handle",)),
     Decision(
         "builtin_with_filler", "`async with context.with_filler(filler)` around the `await`",
-        None, None, _NO_WITH_FILLER,
+        None, None, None, None,
         _o("", FILLER_AFTER, ANSWERED),
         _o("filler_dropped", FILLER_NOT_HEARD, ANSWERED),
         "row 4 (`on_enter` runs once the task's activity has started)",
@@ -278,14 +283,14 @@ DECISIONS: list[Decision] = [
     Decision(
         "with_filler_slow_task_start", "the same, the task slow to start (a toolset set up "
         "for 1 s)",
-        None, None, _NO_WITH_FILLER,
+        None, None, None, None,
         _o("filler_dropped", FILLER_NOT_HEARD, ANSWERED),
         _o("filler_dropped", FILLER_NOT_HEARD, ANSWERED),
         "row 4"),
 ]
 
 DECISION_HEADER = ("pattern (scenario)", "1.3.12, text only", "1.3.12, caller sound in the preamble",
-                   "1.4.0-1.4.2 (from the sources, not run)", "1.8.9, text only",
+                   "1.4.2, text only", "1.4.2, caller sound in the preamble", "1.8.9, text only",
                    "1.8.9, caller sound in the preamble", "fix")
 
 
@@ -298,6 +303,7 @@ def decision_markdown() -> str:
              "|---" * (len(DECISION_HEADER) + 1) + "|"]
     for i, d in enumerate(DECISIONS, 1):
         lines.append(f"| {i} | " + " | ".join([
-            f"{d.pattern} (`{d.scenario}`)", cell(d.legacy), cell(d.legacy_barge), d.v140_142,
+            f"{d.pattern} (`{d.scenario}`)", cell(d.legacy), cell(d.legacy_barge), cell(d.middle),
+            cell(d.middle_barge),
             cell(d.current), cell(d.current_barge), d.fix]) + " |")
     return "\n".join(lines) + "\n"

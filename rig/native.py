@@ -53,7 +53,7 @@ class NativeOptions:
     env_example: Path = REPO / ".env.example"
     compose_file: Path = pins.COMPOSE_FILE
     agent_name: str = "lkrig-agent"
-    agents_version: str | None = None  # None: the main pin (this venv); or the legacy pin
+    agents_version: str | None = None  # None: the main pin (this venv); or an older pin
     agent_module: str = AGENT_MODULE  # run as `python -m MODULE start`; MODULE:SERVER see below
     # A user's own agent (docs/bring-your-own-agent.md): the folder holding its package, put first
     # on the workers' PYTHONPATH, and its requirements file, installed into a venv of its own.

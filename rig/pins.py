@@ -26,13 +26,16 @@ COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 REQUIRED = (
     "LIVEKIT_AGENTS_VERSION",
     "LIVEKIT_AGENTS_LEGACY_VERSION",
+    "LIVEKIT_AGENTS_MIDDLE_VERSION",
     "LIVEKIT_RTC_VERSION",
     "LIVEKIT_API_VERSION",
     "LOCUST_VERSION",
     "PROMETHEUS_CLIENT_VERSION",
 )
+# The older livekit-agents pins, each in a venv of its own (scripts/setup; rig.binaries).
+OLDER_AGENTS = ("LIVEKIT_AGENTS_LEGACY_VERSION", "LIVEKIT_AGENTS_MIDDLE_VERSION")
 SERVER_KEY = "LIVEKIT_SERVER_VERSION"  # reported alongside, from the image tag
-# The Python packages each pin fixes (the legacy pin and the server are installed otherwise).
+# The Python packages each pin fixes (the older agents pins and the server are installed otherwise).
 PACKAGES = {
     "LIVEKIT_AGENTS_VERSION": ("livekit-agents", "livekit-plugins-silero"),
     "LIVEKIT_RTC_VERSION": ("livekit",),

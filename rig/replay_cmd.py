@@ -1,5 +1,5 @@
 """`rig replay`: offline replay of a scenario (agent/replay.py), on the livekit-agents version
-asked for. The pinned version runs in this interpreter; another one (the legacy pin) runs in its
+asked for. The pinned version runs in this interpreter; an older pin (legacy, middle) runs in its
 own venv, which scripts/setup installs at ~/.cache/lkrig/venv-agents-<version>."""
 
 from __future__ import annotations
@@ -38,8 +38,8 @@ def main(args: argparse.Namespace) -> int:
     if not python.exists():
         print(
             f"rig replay: livekit-agents {wanted} is not installed ({python} does not exist); "
-            f"versions installed by scripts/setup: {here} and the legacy pin "
-            f"{pins.load()['LIVEKIT_AGENTS_LEGACY_VERSION']}",
+            f"versions installed by scripts/setup: {here} and the older pins "
+            f"{', '.join(pins.load()[k] for k in pins.OLDER_AGENTS)}",
             file=sys.stderr,
         )
         return 2

@@ -39,7 +39,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     up.add_argument("--agent-name", default="lkrig-agent",
                     help="AGENT_NAME for the workers (default lkrig-agent)")
     up.add_argument("--agents-version", metavar="VERSION",
-                    help="livekit-agents version for the workers: the main pin (default) or the legacy pin")
+                    help="livekit-agents version for the workers: the main pin (default), "
+                         "the legacy or the middle pin")
     up.add_argument("--agent-module", default=native.AGENT_MODULE, metavar="MODULE",
                     help=f"worker to run as `python -m MODULE start` (default {native.AGENT_MODULE});"
                          " MODULE:SERVER runs that AgentServer of a module without a __main__ block"

@@ -1,6 +1,6 @@
 """docs/speech-scheduling.md's decision table, cell by cell, and why the errors look inconsistent.
 
-Each row is a scenario file; each cell is what its replay ends with on a pin (1.8.9, 1.3.12),
+Each row is a scenario file; each cell is what its replay ends with on a pin (1.8.9, 1.4.2, 1.3.12),
 without and with caller sound during the tool's preamble (real speech through silero VAD). The
 expected cells are rig/explain_table.py's DECISIONS, which the doc prints and rig explain's rows
 name; the replay's --timeline gives, run by run, what was said, what the rig counted and what the
@@ -34,6 +34,7 @@ from rig.explain_table import (
 
 PIN = pins.load()["LIVEKIT_AGENTS_VERSION"]
 LEGACY = pins.load()["LIVEKIT_AGENTS_LEGACY_VERSION"]
+MIDDLE = pins.load()["LIVEKIT_AGENTS_MIDDLE_VERSION"]
 SILENT, BARGE = "silent", "barge_in"
 # Silent callers: two runs one after the other (each run's log is its own), at twice real time.
 # A barge-in plays real speech 150 ms into the preamble, so it runs in real time. The timeouts
@@ -52,7 +53,8 @@ def _cells() -> list[tuple[str, str, str]]:
     cells = []
     for d in DECISIONS:
         cells += [(PIN, d.scenario, SILENT), (PIN, d.scenario, BARGE)]
-        cells += [(LEGACY, d.scenario, SILENT)] + ([(LEGACY, d.scenario, BARGE)] if d.legacy else [])
+        for older, has_api in ((LEGACY, d.legacy), (MIDDLE, d.middle)):
+            cells += [(older, d.scenario, SILENT)] + ([(older, d.scenario, BARGE)] if has_api else [])
     return cells
 
 
@@ -103,13 +105,14 @@ def test_each_cell_is_what_the_replay_ends_with(replays: dict[tuple[str, str, st
                                                 version: str, scenario: str, caller: str) -> None:
     r = replays[(version, scenario, caller)]
     d = next(d for d in DECISIONS if d.scenario == scenario)
-    if version == LEGACY and d.legacy is None:
+    if version in (LEGACY, MIDDLE) and {LEGACY: d.legacy, MIDDLE: d.middle}[version] is None:
         assert r.rc == 2 and "RunContext.with_filler" in r.stderr, r.stderr  # refused, named
         return
     assert r.rc == 0, r.stderr
     assert r.summary["agents_version"] == version
     want = {(PIN, SILENT): d.current, (PIN, BARGE): d.current_barge,
-            (LEGACY, SILENT): d.legacy, (LEGACY, BARGE): d.legacy_barge}[(version, caller)]
+            (LEGACY, SILENT): d.legacy, (LEGACY, BARGE): d.legacy_barge,
+            (MIDDLE, SILENT): d.middle, (MIDDLE, BARGE): d.middle_barge}[(version, caller)]
     assert want is not None
     for timeline in r.summary["timelines"]:
         got = outcome(timeline)
