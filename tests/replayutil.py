@@ -9,6 +9,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agent import dialog
+from rig.explain_table import (
+    ANSWERED,
+    APOLOGY,
+    FILLER_AFTER,
+    FILLER_BEFORE,
+    FILLER_NOT_HEARD,
+    STUCK,
+    Outcome,
+)
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -48,3 +59,27 @@ def finish(proc: subprocess.Popen[str], out: Path, timeout: float = 600) -> Repl
 
 def replay(tmp: Path, *args: str, timeout: float = 600) -> Replay:
     return finish(*start(tmp, *args), timeout=timeout)
+
+
+def said(timeline: list[list[Any]]) -> list[str]:
+    """The lines the agent said, in order, from a run's --timeline."""
+    return [detail.removesuffix(" [cut]") for _, what, detail in timeline if what == "said"]
+
+
+def outcome(timeline: list[list[Any]]) -> Outcome:
+    """How the run ended (rig/explain_table.py's Outcome), from its timeline alone."""
+    lines = said(timeline)
+    errors = tuple(detail for _, what, detail in timeline if what == "error")
+    if dialog.FILLER not in lines:
+        filler = FILLER_NOT_HEARD
+    elif dialog.TASK_QUESTION in lines and lines.index(dialog.TASK_QUESTION) < lines.index(dialog.FILLER):
+        filler = FILLER_AFTER
+    else:
+        filler = FILLER_BEFORE
+    if any(s.startswith("We have ") for s in lines):
+        end = ANSWERED
+    elif dialog.TOOL_FAILED in lines:
+        end = APOLOGY
+    else:
+        end = STUCK
+    return Outcome(errors, filler, end)

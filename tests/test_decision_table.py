@@ -10,25 +10,21 @@ framework and asyncio logged, in order.
 from __future__ import annotations
 
 import re
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pytest
 from lkrig_instrument.taxonomy import kind_of_record
-from replayutil import REPO, Replay, finish, start
+from replayutil import REPO, Replay, finish, outcome, start
 
 from agent import dialog
 from rig import pins
 from rig.explain_table import (
     ANSWERED,
-    APOLOGY,
     DECISIONS,
-    FILLER_AFTER,
-    FILLER_BEFORE,
-    FILLER_NOT_HEARD,
     ROWS,
     STUCK,
-    Outcome,
     decision_markdown,
 )
 
@@ -75,29 +71,6 @@ def replays(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str, st
     return done
 
 
-def said(timeline: list[list[Any]]) -> list[str]:
-    return [detail.removesuffix(" [cut]") for _, what, detail in timeline if what == "said"]
-
-
-def outcome(timeline: list[list[Any]]) -> Outcome:
-    """How the run ended, from its timeline alone."""
-    lines = said(timeline)
-    errors = tuple(detail for _, what, detail in timeline if what == "error")
-    if dialog.FILLER not in lines:
-        filler = FILLER_NOT_HEARD
-    elif dialog.TASK_QUESTION in lines and lines.index(dialog.TASK_QUESTION) < lines.index(dialog.FILLER):
-        filler = FILLER_AFTER
-    else:
-        filler = FILLER_BEFORE
-    if any(s.startswith("We have ") for s in lines):
-        end = ANSWERED
-    elif dialog.TOOL_FAILED in lines:
-        end = APOLOGY
-    else:
-        end = STUCK
-    return Outcome(errors, filler, end)
-
-
 @pytest.mark.timeout(1500)  # the fixture's replays run on the first of these
 @pytest.mark.parametrize(("version", "scenario", "caller"), CELLS,
                          ids=[f"{s}-{v}-{c}" for v, s, c in CELLS])
@@ -114,15 +87,17 @@ def test_each_cell_is_what_the_replay_ends_with(replays: dict[tuple[str, str, st
             (LEGACY, SILENT): d.legacy, (LEGACY, BARGE): d.legacy_barge,
             (MIDDLE, SILENT): d.middle, (MIDDLE, BARGE): d.middle_barge}[(version, caller)]
     assert want is not None
+    endings = want if isinstance(want, tuple) else (want,)  # a race's endings: any one per run
+    errors: Counter[str] = Counter()
     for timeline in r.summary["timelines"]:
         got = outcome(timeline)
-        assert (got.errors, got.end) == (want.errors, want.end), timeline
-        if want.filler is not None:  # a pattern with a filler
-            assert got.filler == want.filler, timeline
+        assert any((got.errors, got.end) == (w.errors, w.end)
+                   and (w.filler is None or got.filler == w.filler) for w in endings), timeline
+        errors.update(got.errors)
     # the rig's own totals agree with the runs' timelines
     runs = len(r.summary["timelines"])
-    assert r.summary["errors"] == {k: runs * want.errors.count(k) for k in set(want.errors)}
-    assert r.summary["completed"] == (runs if want.end == ANSWERED else 0)
+    assert r.summary["errors"] == dict(errors)
+    assert r.summary["completed"] == (runs if all(w.end == ANSWERED for w in endings) else 0)
 
 
 def test_the_doc_prints_the_table_and_rig_explain_names_the_same_scenarios() -> None:

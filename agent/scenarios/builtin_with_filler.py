@@ -3,8 +3,10 @@
 with_filler says the filler once the session has been idle for `delay` (0 by default). That
 moment can fall inside the handoff's draining window (or, when the task's activity is slow to
 start, the "AgentSession is closing" window): then the framework logs "filler stopped on an
-error", counted as filler_dropped, and no filler plays. Otherwise the filler plays, after the
-task's question. Not available on 1.3.12: the worker refuses the scenario there.
+error", counted as filler_dropped, and no filler plays. Otherwise the filler plays: after the
+task's question, or before it when the task's activity has started but its on_enter has not run
+yet. One event-loop iteration decides which (tests/test_with_filler_race.py). Not available
+before 1.6.0 (the 1.3.12 and 1.4.2 pins): the worker refuses the scenario there.
 """
 
 from livekit.agents import Agent, AgentTask, ChatContext, RunContext, function_tool
