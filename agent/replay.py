@@ -40,6 +40,7 @@ class RunResult:
     completed: bool = False
     # --timeline: (seconds since the run started, "said" | "error" | "log" | "end", detail)
     events: list[tuple[float, str, str]] = field(default_factory=list)
+    t0: float = 0.0  # when the run started (time.monotonic())
 
     def starts(self, text: str) -> float | None:
         return next((t for t, s, _ in self.spoken if s == text), None)
@@ -80,7 +81,9 @@ class LogTap(logging.Handler):
 
 async def one_run(scenario: str, profile: latency.Profile, seed: int, *, time_scale: float,
                   barge_in_ms: float | None, turn_timeout: float, stuck_timeout: float,
-                  vad: Any, tap: LogTap | None = None) -> RunResult:
+                  vad: Any, running: dict[int, RunResult], tap: LogTap | None = None) -> RunResult:
+    """One conversation. While it lasts, `running` maps its probe's id to it: what the rig counts
+    for this session goes to it (replay()'s listener)."""
     result = RunResult()
     sess, agent = session.build(scenario, profile, seed, vad=vad if barge_in_ms is not None else None,
                                 time_scale=time_scale, replay=True)
@@ -90,14 +93,8 @@ async def one_run(scenario: str, profile: latency.Profile, seed: int, *, time_sc
         mic = CallerMicrophone()
         sess.input.audio = mic
     probe = instrument(sess, scenario=scenario, profile=profile.name, stuck_timeout=stuck_timeout)
-
-    def on_error(kind: str, labels: dict[str, str], owner: object) -> None:
-        if owner is probe:
-            result.errors[kind] += 1
-            result.events.append((time.monotonic() - t0, "error", kind))
-
-    LEDGER.add_listener(on_error)
-    t0 = time.monotonic()
+    t0 = result.t0 = time.monotonic()
+    running[id(probe)] = result
 
     def on_item(ev: Any) -> None:
         item = ev.item
@@ -155,7 +152,7 @@ async def one_run(scenario: str, profile: latency.Profile, seed: int, *, time_sc
         except (TimeoutError, RuntimeError):
             pass
         probe.finish()
-        LEDGER.remove_listener(on_error)
+        del running[id(probe)]
         if tap is not None:  # every record emitted while this run ran (all of them with --runs 1)
             result.events += [(t - t0, "log", text) for t, text in tap.records if t >= t0]
         result.events.sort(key=lambda e: e[0])
@@ -212,16 +209,52 @@ async def replay(args: argparse.Namespace) -> dict[str, Any]:
         tap = LogTap()
         logging.getLogger().addHandler(tap)
 
+    running: dict[int, RunResult] = {}
+    # Counted while no run owned it: after its run ended (what a wedged session leaves behind,
+    # cancelled below) or from no run's session. Kept apart, not lost: `errors` plus these is
+    # what the metrics hold.
+    outside: collections.Counter[str] = collections.Counter()
+
+    def on_error(kind: str, labels: dict[str, str], owner: object) -> None:
+        if (r := running.get(id(owner))) is None:
+            outside[kind] += 1
+        else:
+            r.errors[kind] += 1
+            r.events.append((time.monotonic() - r.t0, "error", kind))
+
     async def run(i: int) -> RunResult:
         async with sem:
             return await one_run(args.scenario, profile, args.seed + i, time_scale=time_scale,
                                  barge_in_ms=args.barge_in_ms, vad=vad,
                                  turn_timeout=args.turn_timeout, stuck_timeout=args.stuck_timeout,
-                                 tap=tap)
+                                 running=running, tap=tap)
 
-    t0 = time.monotonic()
-    results = await asyncio.gather(*(asyncio.create_task(run(i)) for i in range(args.runs)))
-    return summarize(list(results), args, time.monotonic() - t0)
+    LEDGER.add_listener(on_error)
+    try:
+        t0 = time.monotonic()
+        results = await asyncio.gather(*(asyncio.create_task(run(i)) for i in range(args.runs)))
+        summary = summarize(list(results), args, time.monotonic() - t0)
+        await cancel_leftovers()
+    finally:
+        LEDGER.remove_listener(on_error)
+    summary["errors_outside_runs"] = dict(sorted(outside.items()))
+    return summary
+
+
+async def cancel_leftovers(timeout: float = 5.0) -> None:
+    """Cancel what the runs left running, before the summary is returned and the metrics written.
+
+    A wedged session's close can time out (1.4.2 waits for its refused speech), leaving its tool
+    task behind. asyncio.run would cancel it only after the summary was made, and the errors the
+    framework logs for the cancelled tool would reach the metrics and not the summary.
+    """
+    deadline = time.monotonic() + timeout
+    while (left := asyncio.all_tasks() - {asyncio.current_task()}) and time.monotonic() < deadline:
+        for task in left:
+            task.cancel()
+        await asyncio.wait(left, timeout=max(deadline - time.monotonic(), 0.0))
+    for _ in range(20):  # a record the ledger counts a few loop iterations after its error
+        await asyncio.sleep(0)
 
 
 def parser() -> argparse.ArgumentParser:

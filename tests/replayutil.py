@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lkrig_instrument import names
+
 from agent import dialog
 from rig.explain_table import (
     ANSWERED,
@@ -43,6 +45,15 @@ class Replay:
                 found = True
         assert found, f"no {name} sample with {labels} in the replay's metrics"
         return total
+
+    def errors_in_metrics(self) -> dict[str, int]:
+        """The exported speech-scheduling error counts by kind, the zero ones left out."""
+        counts: dict[str, int] = {}
+        for line in self.metrics.splitlines():
+            if line.startswith(names.SPEECH_SCHEDULING_ERRORS.name + "{"):
+                kind = line.split('kind="', 1)[1].split('"', 1)[0]
+                counts[kind] = counts.get(kind, 0) + int(float(line.rsplit(" ", 1)[1]))
+        return {k: n for k, n in sorted(counts.items()) if n}
 
 
 def start(tmp: Path, *args: str) -> tuple[subprocess.Popen[str], Path]:

@@ -97,7 +97,20 @@ def test_each_cell_is_what_the_replay_ends_with(replays: dict[tuple[str, str, st
     # the rig's own totals agree with the runs' timelines
     runs = len(r.summary["timelines"])
     assert r.summary["errors"] == dict(errors)
+    # and the metrics hold those plus what the rig counted after a run had ended (a wedged
+    # session's tool, cancelled by the replay before it reports)
+    errors.update(r.summary["errors_outside_runs"])
+    assert r.errors_in_metrics() == dict(sorted(errors.items()))
     assert r.summary["completed"] == (runs if all(w.end == ANSWERED for w in endings) else 0)
+
+
+def test_a_wedged_session_leaves_its_tool_to_the_end(
+        replays: dict[tuple[str, str, str], Replay]) -> None:
+    """1.4.2, row 1: the close of a stuck session never finishes, so the replay cancels its tool."""
+    r = replays[(MIDDLE, "seed", SILENT)]
+    runs = len(r.summary["timelines"])
+    assert r.summary["stuck"] == runs
+    assert r.summary["errors_outside_runs"] == {"scheduler_not_running": runs, "tool_error_other": runs}
 
 
 def test_the_doc_prints_the_table_and_rig_explain_names_the_same_scenarios() -> None:
