@@ -275,7 +275,8 @@ def _version(kind: str, text: str, framework_path: bool) -> tuple[Range | None, 
     return None, "the same wording in every version this rig checked (1.3.12, 1.8.9)"
 
 
-def _row(kind: str, origin: str, rec: Record, framework_circular: bool) -> tuple[str | None, str]:
+def _row(kind: str, origin: str, rec: Record, framework_circular: bool,
+         wedged: bool) -> tuple[str | None, str]:
     evidence = "traceback" if rec.frames else "message only"
     if kind == "circular_wait":
         if origin == "user code":
@@ -284,8 +285,10 @@ def _row(kind: str, origin: str, rec: Record, framework_circular: bool) -> tuple
     if kind == "filler_dropped":
         return "with_filler", evidence
     if kind in ("scheduler_not_running", "task_unfinished"):
-        # the wedged handoff that follows the framework's circular wait (docs, section 4)
-        return ("seed_barge_in" if framework_circular else None), "the other errors of this input"
+        # the wedged handoff that follows the framework's circular wait (docs, section 4), or the
+        # close of a session whose refused filler was left pending (< 1.4.3, docs section 6)
+        row = "seed_barge_in" if framework_circular else "create_task_say" if wedged else None
+        return row, "the other errors of this input"
     if kind in ("draining", "closing") and origin != "framework":
         # the say() ran in a task of its own (the traceback starts in the user's frame, or asyncio
         # reports the task's exception): the fire-and-forget filler
@@ -315,9 +318,14 @@ def analyse(text: str) -> Analysis:
     origins = [_origin(k, r.frames) for r, k in recs]
     framework_circular = any(_pause_path(k, o, r.frames)
                              for (r, k), (o, _) in zip(recs, origins, strict=True))
+    # a fire-and-forget filler refused before 1.4.3: its speech is left pending, the hand-back
+    # never finishes, and closing the session logs the scheduler that is no longer running
+    wedged = any(k == "draining" and o != "framework" and CANCELLED_SUFFIX not in (r.error or r.message)
+                 and _row(k, o, r, False, False)[0] == "create_task_say"
+                 for (r, k), (o, _) in zip(recs, origins, strict=True))
     found: dict[tuple[Any, ...], Finding] = {}
     for (rec, kind), (origin, detail) in zip(recs, origins, strict=True):
-        row_id, evidence = _row(kind, origin, rec, framework_circular)
+        row_id, evidence = _row(kind, origin, rec, framework_circular, wedged)
         versions, reason = _version(kind, rec.error or rec.message,
                                     _pause_path(kind, origin, rec.frames))
         message = _message(rec, kind)

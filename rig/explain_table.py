@@ -130,7 +130,8 @@ ROWS: dict[str, Row] = {
         "awaiting the task pauses the agent before the filler's task first runs; its say() goes to "
         "the task's not yet started activity and is refused (draining), every time; before 1.4.3 "
         "the refused speech is left pending, so the AgentTask's hand-back never finishes and the "
-        "tool never returns",
+        "tool never returns; closing the session then cancels the tool, and the framework logs "
+        "that its scheduling_task is not running (scheduler_not_running)",
         "agent/scenarios/seed.py", FILLER_IN_ON_ENTER, WHY_CONFLICT),
     "seed_barge_in": Row(
         "the same tool (filler, then await of an AgentTask) on livekit-agents < 1.4.0, with the "
