@@ -107,14 +107,16 @@ def socket_addresses(pid: int) -> list[tuple[str, str, int]]:
 
 
 @contextlib.contextmanager
-def native_stack(tmp_path_factory: Any, name: str, agents: int, port_offset: int) -> Iterator[Any]:
+def native_stack(tmp_path_factory: Any, name: str, agents: int, port_offset: int,
+                 **options: Any) -> Iterator[Any]:
     """A native stack (livekit-server, Prometheus, `agents` workers, no Locust) for a test
-    module; the teardown fails the test if any process of it is left."""
+    module; the teardown fails the test if any process of it is left. `options`: more of
+    NativeOptions (agents_version, ...)."""
     from rig import native
 
     run_dir = tmp_path_factory.mktemp(name)
     opts = native.NativeOptions(agents=agents, loadgen_workers=0, run_dir=run_dir,
-                                port_offset=port_offset, env_file=run_dir / ".env")
+                                port_offset=port_offset, env_file=run_dir / ".env", **options)
     running = native.NativeStack(opts)
     info = running.start()
     try:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 from lkrig_instrument import names
-from stackutil import wait_until
+from stackutil import native_stack, wait_until
 from test_loadgen_live import assert_nothing_left, run_headless
 
 from rig import native, pins
@@ -30,21 +30,14 @@ pytestmark = pytest.mark.timeout(600)
 
 @pytest.fixture(scope="module")
 def legacy_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[native.StackInfo]:
-    run_dir = tmp_path_factory.mktemp("legacy-stack")
-    opts = native.NativeOptions(agents=1, loadgen_workers=0, run_dir=run_dir, port_offset=PORT_OFFSET,
-                                env_file=run_dir / ".env", agents_version=LEGACY)
-    running = native.NativeStack(opts)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("AGENT_LOAD", "process")  # the callers share the machine (test_loadgen_live.py)
-        info = running.start()
-    try:
-        log = Path(info.logs_dir) / "agent-0.log"
-        wait_until(lambda: "registered worker" in log.read_text(errors="replace"), 60,
-                   "the legacy agent worker to register with livekit-server")
-        yield info
-    finally:
-        left = running.stop()
-        assert not left, f"teardown left processes running: {left}"
+        with native_stack(tmp_path_factory, "legacy-stack", agents=1, port_offset=PORT_OFFSET,
+                          agents_version=LEGACY) as info:
+            log = Path(info.logs_dir) / "agent-0.log"
+            wait_until(lambda: "registered worker" in log.read_text(errors="replace"), 60,
+                       "the legacy agent worker to register with livekit-server")
+            yield info
 
 
 def errors_by_kind(info: native.StackInfo) -> dict[str, float]:
