@@ -244,9 +244,9 @@ async def replay(args: argparse.Namespace) -> dict[str, Any]:
 async def cancel_leftovers(timeout: float = 5.0) -> None:
     """Cancel what the runs left running, before the summary is returned and the metrics written.
 
-    A wedged session's close can time out (1.4.2 waits for its refused speech), leaving its tool
-    task behind. asyncio.run would cancel it only after the summary was made, and the errors the
-    framework logs for the cancelled tool would reach the metrics and not the summary.
+    A wedged session's close can time out (before 1.4.3 it waits for the refused speech), leaving
+    its tool task behind. asyncio.run would cancel it only after the summary was made, and the
+    errors the framework logs for the cancelled tool would reach the metrics and not the summary.
     """
     deadline = time.monotonic() + timeout
     while (left := asyncio.all_tasks() - {asyncio.current_task()}) and time.monotonic() < deadline:
