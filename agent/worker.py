@@ -17,7 +17,7 @@ from typing import Any
 
 from livekit.agents import AgentServer, JobContext, JobProcess, cli
 from lkrig_instrument import LEDGER, envnames, instrument, process_sampler, protocol
-from lkrig_instrument.server import ProcessTreeLoad, watch_worker_start
+from lkrig_instrument.server import ProcessTreeLoad, serve_metrics, watch_worker_start
 
 from . import latency, scenarios, session
 from .providers.scripted_stt import TranscriptFeed
@@ -115,6 +115,8 @@ async def _finish(probe: Any) -> None:
 
 def server() -> AgentServer:
     metrics_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(prefix="lkrig-prom-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    os.environ.setdefault("AGENT_METRICS_PORT", "9100")
     options: dict[str, Any] = {}
     if os.environ.get("AGENT_LOAD", "system") == "process":
         options["load_fnc"] = ProcessTreeLoad()
@@ -124,13 +126,13 @@ def server() -> AgentServer:
         **options,
         host=os.environ.get("AGENT_HOST", "127.0.0.1"),
         port=int(os.environ.get("AGENT_HEALTH_PORT", "8081")),
-        prometheus_port=int(os.environ.get("AGENT_METRICS_PORT", "9100")),
         prometheus_multiproc_dir=metrics_dir,
         setup_fnc=prewarm,
     )
     # earlier workers' counts carried over this start (server.py); the soak sampler once the
-    # worker's servers are up
+    # worker's servers are up; /metrics from the rig's server, which reads under carry's lock
     watch_worker_start(sampler=False)
+    serve_metrics()
     srv.on("worker_started", lambda *_: process_sampler.start("worker"))
     srv.rtc_session(entrypoint, agent_name=os.environ.get("AGENT_NAME", "lkrig-agent"))
     if ready_file := os.environ.get("AGENT_READY_FILE"):

@@ -39,7 +39,8 @@ async def run(args: argparse.Namespace) -> int:
         await asyncio.sleep(4.0)  # idle baseline (the prewarmed job processes are up)
         idle_t1 = time.monotonic()
         for k in levels:
-            load = al.Load(sessions=k, duration=args.duration, profiles=("bench_cap",))
+            load = al.Load(sessions=k, duration=args.duration, profiles=("bench_cap",),
+                           warmup=args.warmup)
             res = await al.drive(st, load, st.info.agent_name)
             lo, hi = res.window
             lat = [t["latency_s"] for t in res.turns]
@@ -48,8 +49,8 @@ async def run(args: argparse.Namespace) -> int:
             pss_idle = meter.pss_mb(idle_t1 - 4.0, idle_t1)
             pss = meter.pss_mb(lo, hi)
             line = {
-                **al.machine(), "sessions": k, "duration_s": args.duration, "turns": len(lat),
-                "failed_turns": res.other_turns, "conversations": res.conversations,
+                **al.machine(), "sessions": k, "duration_s": args.duration, "warmup_s": args.warmup,
+                "turns": len(lat), "failed_turns": res.other_turns, "conversations": res.conversations,
                 "latency_p50_s": al.pct(lat, 0.5), "latency_p95_s": al.pct(lat, 0.95),
                 "excess_p50_s": al.pct(excess, 0.5), "excess_p95_s": al.pct(excess, 0.95),
                 "worker_cpu_pct": cpu, "cpu_pct_per_session": cpu / k if cpu is not None else None,
@@ -85,6 +86,8 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sessions", default="1,2", help="comma-separated concurrent session counts")
     p.add_argument("--duration", type=float, default=80.0, help="seconds per level")
+    p.add_argument("--warmup", type=float, default=al.Load.warmup,
+                   help="seconds from the first call to the measurement window")
     p.add_argument("--port-offset", type=int, default=12900)
     p.add_argument("--run-dir", default=str(Path(tempfile.gettempdir()) / "lkrig-bench-agent"))
     p.add_argument("--out", default=str(DEFAULT_OUT), help="JSON lines are appended here")

@@ -13,6 +13,7 @@ stand-ins (scripts/setup.d/35-base-images.sh), with docker-compose.yml unchanged
 
     .venv/bin/python bench/compose_stack.py            # cold + warm build, then `up` twice
     .venv/bin/python bench/compose_stack.py --no-cold  # warm build on the kept data root only
+    .venv/bin/python bench/compose_stack.py --no-cold --repeat 0  # that build only, no `up`
 """
 
 from __future__ import annotations
@@ -104,7 +105,8 @@ def up_once(data_root: Path, env_file: Path, timeout: float) -> dict[str, Any]:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--no-cold", action="store_true", help="skip the cold build")
-    ap.add_argument("--repeat", type=int, default=2, help="`docker compose up` runs (warm)")
+    ap.add_argument("--repeat", type=int, default=2,
+                    help="`docker compose up` runs (warm); 0: the builds only, in one line")
     ap.add_argument("--timeout", type=float, default=300.0)
     ap.add_argument("--out", default=str(DEFAULT_OUT), help="JSON lines are appended here")
     args = ap.parse_args()
@@ -128,6 +130,10 @@ def main() -> int:
         sizes = ", ".join(f"{k} {v:.0f}" for k, v in sorted(result["image_mb"].items()))
         print(f"build: cold {result.get('cold_build_s', float('nan')):.0f} s,"
               f" warm {result['warm_build_s']:.1f} s; images (MB): {sizes}")
+        if args.repeat == 0:
+            al.append_result(args.out, al.summary_line(**al.machine(), **result,
+                                                       loadavg_1m=os.getloadavg()[0]))
+            return 0
         print(f"{'run':>3} {'all healthy':>12} {'first data':>11} {'first panel':>12} {'load 1m':>8}"
               "  first panels")
         for i in range(args.repeat):

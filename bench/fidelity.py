@@ -73,11 +73,13 @@ def table(a: list[float], b: list[float], runs: str) -> None:
 async def run(args: argparse.Namespace) -> int:
     env = {"LKRIG_PROFILE_DIR": str(al.write_profiles(PROFILES)), "AGENT_LOAD_THRESHOLD": "0.99"}
     with al.stack(args.port_offset, Path(args.run_dir), env) as st:
-        load = al.Load(sessions=args.sessions, duration=args.duration, profiles=tuple(PROFILES))
+        load = al.Load(sessions=args.sessions, duration=args.duration, profiles=tuple(PROFILES),
+                       warmup=args.warmup)
         res = await al.drive(st, load, st.info.agent_name)
     lat = {p: [t["latency_s"] for t in res.turns if t["profile"] == p] for p in PROFILES}
     line = al.summary_line(**al.machine(), sessions=args.sessions, duration_s=args.duration,
-                           failed_turns=res.other_turns, loadavg_1m=res.loadavg, latency_s=lat)
+                           warmup_s=args.warmup, failed_turns=res.other_turns, loadavg_1m=res.loadavg,
+                           latency_s=lat)
     al.append_result(args.out, line)
     table(lat["bench_a"], lat["bench_b"], "this run")
     return 0
@@ -99,6 +101,8 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sessions", type=int, default=2, help="concurrent conversations")
     p.add_argument("--duration", type=float, default=150.0, help="seconds")
+    p.add_argument("--warmup", type=float, default=al.Load.warmup,
+                   help="seconds from the first call to the measurement window")
     p.add_argument("--port-offset", type=int, default=12900)
     p.add_argument("--run-dir", default="/tmp/lkrig-bench-fidelity")
     p.add_argument("--out", default=str(DEFAULT_OUT), help="JSON lines are appended here")

@@ -18,9 +18,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -36,6 +38,7 @@ from rig import native, paths, procs  # noqa: E402
 CLIP_TEXT = ("What programs do you have for kids? She is seven years old, and a girl. "
              "Do you have anything on Saturday morning?")
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "lk_compare.jsonl"
+LKPUB_SRC = REPO / "bench" / "lkpub"
 
 
 def lk_binary() -> tuple[Path | None, str]:
@@ -47,24 +50,58 @@ def lk_binary() -> tuple[Path | None, str]:
 
 
 def lkpub_binary() -> Path:
-    src = REPO / "bench" / "lkpub"
-    out = paths.cache_dir() / "lkpub" / "lkpub"
-    newest = max(p.stat().st_mtime for p in src.iterdir())
-    if not out.exists() or out.stat().st_mtime < newest:
+    """bench/lkpub, built with `go build` the first time this checkout's sources are used (about
+    a minute cold, so scripts/setup.d/40-bench-tools.sh builds it ahead). Cached by the hash of
+    its sources, as the media engine is: a changed source builds a new one."""
+    h = hashlib.sha256()
+    for f in sorted(LKPUB_SRC.glob("*")):
+        if f.name not in ("go.mod", "go.sum") and f.suffix != ".go":
+            continue  # e.g. a binary a plain `go build` left there
+        h.update(f.name.encode() + b"\0" + f.read_bytes())
+    out = paths.cache_dir() / "lkpub" / h.hexdigest()[:16] / "lkpub"
+    if not out.exists():
         out.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["go", "build", "-trimpath", "-o", str(out), "."], cwd=src, check=True,
+        tmp = out.with_name(f".lkpub.{os.getpid()}")
+        subprocess.run(["go", "build", "-trimpath", "-o", str(tmp), "."], cwd=LKPUB_SRC, check=True,
                        env=dict(os.environ, CGO_ENABLED="0"))
+        os.replace(tmp, out)  # concurrent builders: each file is whole, the last rename wins
     return out
 
 
+def packets_per_page(ogg: Path) -> list[int]:
+    """The packets that end on each page of an Ogg file (a lacing value under 255 ends one)."""
+    data, counts, i = ogg.read_bytes(), [], 0
+    while data[i:i + 4] == b"OggS" and i + 27 <= len(data):
+        lacing = data[i + 27:i + 27 + data[i + 26]]
+        counts.append(sum(1 for v in lacing if v < 255))
+        i += 27 + len(lacing) + sum(lacing)
+    return counts if i == len(data) else []
+
+
 def opus_clip() -> Path:
-    """espeak-ng speech, Opus at 32 kb/s in 20 ms packets, one per Ogg page (cached)."""
+    """espeak-ng speech, Opus at 32 kb/s in 20 ms packets, one per Ogg page (cached).
+
+    lkpub sends each page as one packet, and the Go SDK refuses a sample over 1,200 bytes: on
+    the first one the publisher stops sending, silently but for a log line. opusenc's
+    --max-delay 0 means no limit in opus-tools 0.2 (Debian's), which packed the clip into two
+    pages of ~200 packets; --max-delay 20 flushes every 20 ms packet onto a page of its own."""
     out = paths.cache_dir() / "lkpub" / "clip.ogg"
-    if not out.exists():
-        wav = out.with_suffix(".wav")
-        subprocess.run(["espeak-ng", "-w", str(wav), CLIP_TEXT], check=True)
-        subprocess.run(["opusenc", "--quiet", "--bitrate", "32", "--framesize", "20", "--max-delay", "0",
-                        str(wav), str(out)], check=True)
+    if out.exists() and set(packets_per_page(out)) == {1}:
+        return out
+    for tool, package in (("espeak-ng", "espeak-ng"), ("opusenc", "opus-tools")):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"lk_compare: no {tool} on PATH: run `bash scripts/setup` "
+                             f"(apt-get install {package})")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    wav, tmp = out.with_suffix(f".{os.getpid()}.wav"), out.with_suffix(f".{os.getpid()}.ogg")
+    subprocess.run(["espeak-ng", "-w", str(wav), CLIP_TEXT], check=True)
+    subprocess.run(["opusenc", "--quiet", "--bitrate", "32", "--framesize", "20", "--max-delay", "20",
+                    str(wav), str(tmp)], check=True)
+    wav.unlink()
+    if set(packets_per_page(tmp)) != {1}:
+        raise SystemExit(f"lk_compare: opusenc did not write one packet per Ogg page in {tmp} "
+                         f"(packets per page: {packets_per_page(tmp)[:10]}...)")
+    os.replace(tmp, out)  # never a half-written clip in the cache
     return out
 
 
@@ -75,7 +112,11 @@ def proc_cpu_s(pid: int) -> float:
 
 
 def incoming_packets(metrics_url: str) -> float:
-    """livekit-server's count of media packets received (all tracks)."""
+    """livekit-server's count of packets received: livekit_packet_total{direction="incoming"}
+    (v1.13.5: labels country, direction, transmission, node_id, node_type). The server adds a
+    track's RTP packets to it from the track's stats every 5 s (connectionquality's
+    UpdateInterval), not per packet, so a window needs 5 s or more to see each track counted;
+    the WebSocket's signal messages are counted too (a few per participant)."""
     got = procs.http_get(metrics_url, timeout=5)
     if got is None:
         raise RuntimeError(f"livekit-server metrics at {metrics_url} did not answer")
@@ -144,8 +185,9 @@ async def run(args: argparse.Namespace) -> int:
         render(text)
     rows = []
     try:
-        cap_args = argparse.Namespace(per_driver=50, rooms_per_responder=100, duration=args.duration,
-                                      join_rate=4.0, raw=None)
+        # loadgen_capacity's own defaults for everything but the duration: a hand-made
+        # Namespace missed the options it gained later (driver_cpus, far_cpus)
+        cap_args = lc.parser().parse_args(["--duration", str(args.duration)])
         for n in [int(x) for x in args.callers.split(",") if x]:
             res = lc.summarize(await lc.run_level(n, cap_args, env), None)
             rows.append({"what": "rig callers", "n": n, "cpu_pct_per_participant": res["cpu_pct_per_caller"],
@@ -176,6 +218,11 @@ async def run(args: argparse.Namespace) -> int:
             # the proxy's address stays out of the results (they are committed)
             why_kept = re.sub(r"https?://[^/\s,)]+", "<GOPROXY>", why) if why else None
             f.write(al.summary_line(**al.machine(), lk_unavailable=why_kept, **r) + "\n")
+    silent = [r["n"] for r in rows if r.get("server_packets_per_s_per_publisher") == 0]
+    if silent:  # then their CPU is that of publishers that do not publish: not a result
+        print(f"lk_compare: livekit-server received no packets at publisher level(s) {silent}: "
+              "they did not send (their own log is above)", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -187,7 +234,11 @@ def main() -> int:
     p.add_argument("--port-offset", type=int, default=12900)
     p.add_argument("--run-dir", default="/tmp/lkrig-bench-lk")
     p.add_argument("--out", default=str(DEFAULT_OUT), help="JSON lines are appended here")
-    return asyncio.run(run(p.parse_args()))
+    args = p.parse_args()
+    if args.duration < 12:
+        # the publishers' window is duration - 5 s, and the server counts packets every 5 s
+        p.error("--duration: at least 12 s")
+    return asyncio.run(run(args))
 
 
 if __name__ == "__main__":

@@ -12,7 +12,8 @@ part; "spread" is the error minus its median at the lowest caller count, which i
 
 Per caller count N it prints: drivers' CPU (% of one core, each driver with its media engine)
 per caller and callers per core, turn outcomes, error p50/p95, spread p95, frame-send jitter
-p50/p99 (the media engine's microphone pacing), event-loop lag, threads.
+p50/p99 (the media engine's microphone pacing), event-loop lag, threads, as one JSON line, also
+appended to --out (bench/results/loadgen_capacity.jsonl).
 
     python bench/loadgen_capacity.py --callers 5,40,80,100 --duration 60 --driver-cpus 1 --far-cpus 0
     # uses LIVEKIT_URL/LIVEKIT_API_KEY/LIVEKIT_API_SECRET if set, else starts livekit-server
@@ -45,6 +46,7 @@ SEND_BUCKETS_MS = (0.5, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 50.0, 7
                    500.0, 1000.0, math.inf)
 TEXTS = ("What programs do you have for kids?", "She is seven years old, and a girl.",
          "Do you have anything on Saturday morning?")
+DEFAULT_OUT = REPO / "bench" / "results" / "loadgen_capacity.jsonl"
 BENCH_SCRIPT = Script(
     name="bench", path="<bench>", greeting=False, think_ms=(300.0, 900.0), settle_ms=1000.0,
     dead_air_ms=5000.0, turn_timeout_ms=15000.0,
@@ -282,7 +284,12 @@ async def amain(args: argparse.Namespace) -> int:
             errs = res["err_ms"]
             if baseline is None and errs:
                 baseline = statistics.median(errs)
-            print(json.dumps(summarize(res, baseline)), flush=True)
+            line = json.dumps(summarize(res, baseline))
+            print(line, flush=True)
+            out = Path(args.out)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            with out.open("a") as f:
+                f.write(line + "\n")
     finally:
         if stack is not None:
             left = stack.stop()
@@ -291,7 +298,8 @@ async def amain(args: argparse.Namespace) -> int:
     return 0
 
 
-def main() -> int:
+def parser() -> argparse.ArgumentParser:
+    """The options; bench/lk_compare.py takes run_level's settings from here too (its defaults)."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--callers", default="5,20,40", help="comma-separated caller counts (first = baseline)")
     p.add_argument("--per-driver", type=int, default=50, help="callers per voice driver process")
@@ -305,7 +313,12 @@ def main() -> int:
     p.add_argument("--raw", help="append every turn result and driver stats line to this file")
     p.add_argument("--port-offset", type=int, default=4000)
     p.add_argument("--run-dir", default="/tmp/lkrig-bench")
-    return asyncio.run(amain(p.parse_args()))
+    p.add_argument("--out", default=str(DEFAULT_OUT), help="JSON lines are appended here (one per level)")
+    return p
+
+
+def main() -> int:
+    return asyncio.run(amain(parser().parse_args()))
 
 
 if __name__ == "__main__":

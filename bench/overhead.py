@@ -7,8 +7,7 @@ concurrent conversations of bench/agentload.py, same seeds, same fixed profile).
 settings alternately, more than once: on a shared machine the run-to-run spread is larger than
 the effect, and --report shows both.
 
-    flock /tmp/lkrig-live.lock .venv/bin/python bench/overhead.py --instrument on
-    flock /tmp/lkrig-live.lock .venv/bin/python bench/overhead.py --instrument off
+    flock /tmp/lkrig-live.lock .venv/bin/python bench/overhead.py --instrument off,on,off,on
     .venv/bin/python bench/overhead.py --report
 """
 
@@ -28,9 +27,9 @@ PROFILE = al.fixed_profile(llm_ttft=300, tts_first_byte=150)
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "overhead.jsonl"
 
 
-async def run(args: argparse.Namespace) -> int:
+async def run(args: argparse.Namespace, instrument: str) -> int:
     env = {"LKRIG_PROFILE_DIR": str(al.write_profiles({"bench_ovh": PROFILE})),
-           "AGENT_LOAD_THRESHOLD": "0.99", "LKRIG_INSTRUMENT": args.instrument}
+           "AGENT_LOAD_THRESHOLD": "0.99", "LKRIG_INSTRUMENT": instrument}
     with al.stack(args.port_offset, Path(args.run_dir), env) as st, \
             al.WorkerMeter(st.worker_pid) as meter:
         load = al.Load(sessions=args.sessions, duration=args.duration, profiles=("bench_ovh",))
@@ -39,7 +38,7 @@ async def run(args: argparse.Namespace) -> int:
         cpu = meter.cpu_pct(lo, hi)
     turns = len(res.turns)
     line = al.summary_line(
-        **al.machine(), instrument=args.instrument, sessions=args.sessions, duration_s=args.duration,
+        **al.machine(), instrument=instrument, sessions=args.sessions, duration_s=args.duration,
         turns=turns, failed_turns=res.other_turns, worker_cpu_pct=cpu,
         cpu_ms_per_turn=(cpu or 0) * 10 * (hi - lo) / turns if turns else None,
         loadavg_1m=res.loadavg)
@@ -67,7 +66,8 @@ def report(path: Path) -> int:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--instrument", choices=("on", "off"), help="the agent's LKRIG_INSTRUMENT")
+    p.add_argument("--instrument", help="the agent's LKRIG_INSTRUMENT, on or off; a list "
+                   "(off,on,off,on) runs each in turn, a fresh stack each")
     p.add_argument("--sessions", type=int, default=2)
     p.add_argument("--duration", type=float, default=90.0)
     p.add_argument("--port-offset", type=int, default=12900)
@@ -79,7 +79,13 @@ def main() -> int:
         return report(Path(args.out))
     if args.instrument is None:
         p.error("--instrument on|off is required (or --report)")
-    return asyncio.run(run(args))
+    settings = args.instrument.split(",")
+    if bad := [s for s in settings if s not in ("on", "off")]:
+        p.error(f"--instrument {args.instrument!r}: {bad[0]!r} is not on or off")
+    for instrument in settings:
+        if code := asyncio.run(run(args, instrument)):
+            return code
+    return 0
 
 
 if __name__ == "__main__":

@@ -3,9 +3,10 @@ caller-measured turn latency against the latency the agent injected (a fixed pro
 
     .venv/bin/python bench/turn_latency.py [--calls 10] [--agents 1]
 
-Prints a table; not a test. The caller's latency (end of utterance to first agent audio) is
-injected latency + the agent's end-of-turn detection (VAD silence + endpointing delay) +
-transport; the spread of (measured - injected) is what the rig adds or varies on its own.
+Prints a table and appends its values as one JSON line to --out; not a test. The caller's
+latency (end of utterance to first agent audio) is injected latency + the agent's end-of-turn
+detection (VAD silence + endpointing delay) + transport; the spread of (measured - injected) is
+what the rig adds or varies on its own.
 """
 
 from __future__ import annotations
@@ -22,7 +23,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench import agentload as al  # noqa: E402
 from rig import native  # noqa: E402
+
+DEFAULT_OUT = REPO / "bench" / "results" / "turn_latency.jsonl"
 
 FIXED = {"stt_final": 100, "llm_ttft": 300, "llm_token": 10, "tts_first_byte": 150, "tool": 0}
 
@@ -37,9 +41,11 @@ def main() -> int:
     p.add_argument("--calls", type=int, default=10)
     p.add_argument("--agents", type=int, default=1)
     p.add_argument("--port-offset", type=int, default=7500)
+    p.add_argument("--out", default=str(DEFAULT_OUT), help="JSON lines are appended here")
+    p.add_argument("--run-dir", help="for the stack and the profile (default: a new temp dir)")
     args = p.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="lkrig-bench-"))
-    (tmp / "profiles").mkdir()
+    tmp = Path(args.run_dir or tempfile.mkdtemp(prefix="lkrig-bench-"))
+    (tmp / "profiles").mkdir(parents=True, exist_ok=True)
     (tmp / "profiles" / "bench_fixed.yaml").write_text(
         "seed: 0\n" + "".join(f"{k}: {{fixed: {v}}}\n" for k, v in FIXED.items()))
     os.environ["LKRIG_PROFILE_DIR"] = str(tmp / "profiles")
@@ -69,6 +75,9 @@ def main() -> int:
                                                    + FIXED["tts_first_byte"]) / 1000)
     finally:
         stack.stop()
+    al.append_result(args.out, al.summary_line(
+        **al.machine(), agents=args.agents, calls=args.calls, startup_s=info.startup_seconds,
+        dispatch_to_join_s=joins, latency_minus_injected_s=excess))
     print(f"stack start to all-healthy ({args.agents} agent(s)): {info.startup_seconds:.1f} s")
     print(f"{'measure':<42}{'n':>4}{'p50':>9}{'p95':>9}{'min':>9}{'max':>9}")
     for name, vals in (("dispatch to agent join (s)", joins),

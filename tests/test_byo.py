@@ -133,7 +133,7 @@ def test_server_options_build_a_server_on_both_versions(version: str, tmp_path: 
                           timeout=120, env=env)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == {
-        "port": 18081, "prometheus_port": 19100, "host": "127.0.0.1",
+        "port": 18081, "host": "127.0.0.1",
         "prometheus_multiproc_dir": str(tmp_path), "load_fnc": "ProcessTreeLoad", "load_threshold": 0.9}
 
 
@@ -162,7 +162,7 @@ def test_metrics_are_served_for_a_server_built_without_server_options(tmp_path: 
     code = (
         "import urllib.request\n"
         "from lkrig_instrument import names, prom, server\n"
-        f"assert server.serve_metrics_alone() == {port}\n"
+        f"assert server.serve_metrics() == {port}\n"
         "prom.inc(names.HANDOFFS, {'scenario': 'byo', 'profile': 'none', 'agents_version': 'x'}, 3)\n"
         f"print(urllib.request.urlopen('http://127.0.0.1:{port}/metrics', timeout=5).read().decode())\n"
     )

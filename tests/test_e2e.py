@@ -137,6 +137,12 @@ def test_counts_outlive_the_job_process_and_every_metric_is_exported(
     result = call(stack, "seed", "typical", ASK, ANSWER, seed=2)
     pid = session_pid(result)
     wait_until(lambda: not alive(pid), 60, f"job process {pid} to exit")
+    # the worker's sampler (5 s ticks) folds the exited job's counts into its past files
+    # (lkrig_instrument.carry), and what /metrics serves below is read after that
+    dirs = [Path(a.multiproc_dir) for a in stack.agents]
+    wait_until(lambda: not any(list(d.glob(f"*_{pid}.db")) for d in dirs), 30,
+               f"job process {pid}'s files to be folded")
+    assert any((d / "counter_past.db").exists() for d in dirs), [sorted(os.listdir(d)) for d in dirs]
     exported = "".join(worker_metrics(a) for a in stack.agents)
     for metric in names.AGENT_METRICS:
         for sample in metric.samples:

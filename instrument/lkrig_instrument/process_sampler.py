@@ -13,8 +13,9 @@ a soak), but it counts a file until someone calls mark_process_dead() for its pi
 livekit-agents never does: a SIGKILLed or exited job would keep its last RSS "alive". So the
 worker's sampler also reaps: every tick, the files of pids that no longer exist are removed
 (which also ends a dead job's share of lkrig_agent_sessions_active and lk_agents_active_job_count,
-the other live gauges). The worker must start sampling only after the framework's own
-start-up has emptied the directory, or its file would be deleted under it.
+the other live gauges), and their counts are folded into one file per kind (carry.fold), which
+keeps a scrape's cost flat over thousands of jobs. The worker must start sampling only after
+the framework's own start-up has emptied the directory, or its file would be deleted under it.
 """
 
 from __future__ import annotations
@@ -27,13 +28,13 @@ import threading
 import time
 from pathlib import Path
 
-from . import names, prom
+from . import carry, names, prom
 
 log = logging.getLogger("lkrig.instrument")
 
 INTERVAL_S = 5.0
 _PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-_LIVE_FILE = re.compile(r"gauge_live[a-z]*_(\d+)\.db")
+_PROCESS_FILE = re.compile(r"(?:gauge_live[a-z]*|counter|histogram|summary)_(\d+)\.db")
 
 _started: dict[int, str] = {}  # pid -> role: one sampler per process, even after a fork
 _lock = threading.Lock()
@@ -75,8 +76,10 @@ def _alive(pid: int) -> bool:
 
 
 def reap_dead(directory: str | None = None) -> list[int]:
-    """mark_process_dead() for every pid with a live-gauge file in the multiprocess directory
-    that no longer runs; returns those pids. A no-op outside multiprocess mode."""
+    """For every pid with a file in the multiprocess directory that no longer runs: its live
+    gauges removed (mark_process_dead), its counts folded into the past files (carry.fold), so
+    that a scrape reads only what runs now; returns those pids. A no-op outside multiprocess
+    mode."""
     directory = directory or os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
     if not directory:
         return []
@@ -86,10 +89,11 @@ def reap_dead(directory: str | None = None) -> list[int]:
         entries = os.listdir(directory)
     except FileNotFoundError:
         return []
-    dead = sorted({int(m.group(1)) for e in entries if (m := _LIVE_FILE.fullmatch(e))
-                   and not _alive(int(m.group(1)))})
+    owners = {e: int(m.group(1)) for e in entries if (m := _PROCESS_FILE.fullmatch(e))}
+    dead = sorted({pid for pid in owners.values() if not _alive(pid)})
     for pid in dead:
         multiprocess.mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
+    carry.fold([Path(directory, e) for e, pid in owners.items() if pid in dead], Path(directory))
     return dead
 
 

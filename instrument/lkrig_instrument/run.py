@@ -65,7 +65,7 @@ def main(argv: list[str]) -> int:
     if not rig_server.used():
         rig_server.watch_ready_file()
         capabilities.report_once()
-        port = rig_server.serve_metrics_alone()
+        port = rig_server.serve_metrics()
         if port is not None or os.environ.get("AGENT_HEALTH_PORT"):
             print(f"lkrig_instrument.run: {argv[0]} builds its server without "
                   "lkrig_instrument.server_options()"

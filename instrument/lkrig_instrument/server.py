@@ -166,15 +166,21 @@ def watch_worker_start(sampler: bool = True) -> None:
     _info_from(logger)
 
 
-def serve_metrics_alone() -> int | None:
-    """For a worker whose AgentServer was built without server_options(): serve this process's
-    multiprocess aggregate on AGENT_METRICS_PORT from prometheus_client's own HTTP server (public
-    API; the user's server is left as it is). Returns the port, or None when there is nothing to
-    serve (no port or no multiprocess directory set)."""
+_serving: int | None = None
+
+
+def serve_metrics() -> int | None:
+    """In the worker process (idempotent): serve the multiprocess aggregate on AGENT_METRICS_PORT
+    from prometheus_client's own HTTP server, read under the lock that carry's folds take, which
+    the framework's /metrics (prometheus_port) would not. Returns the port, or None when there is
+    nothing to serve (no port or no multiprocess directory set, or a job process)."""
+    global _serving
     port = _port("AGENT_METRICS_PORT")
     multiproc = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "").strip()
-    if port is None or not multiproc:
+    if port is None or not multiproc or is_child_process():
         return None
+    if _serving is not None:
+        return _serving
     from prometheus_client import CollectorRegistry, start_http_server
 
     Path(multiproc).mkdir(parents=True, exist_ok=True)
@@ -183,22 +189,22 @@ def serve_metrics_alone() -> int | None:
     registry.register(carry.Collector(Path(multiproc)))
     start_http_server(port, addr=os.environ.get("AGENT_HOST", "").strip() or "127.0.0.1",
                       registry=registry)
+    _serving = port
     return port
 
 
 def server_options() -> dict[str, Any]:
     """Keyword arguments for `AgentServer(...)` / `WorkerOptions(...)` from the rig's
-    environment: host, port (health), prometheus_port, prometheus_multiproc_dir, load_fnc,
-    load_threshold; only those whose variable is set. The livekit-agents metrics endpoint then
-    serves the instrumentation's counters of every job process, aggregated through the
-    multiprocess directory. To keep an option of your own, merge: `{**server_options(), ...}`."""
+    environment: host, port (health), prometheus_multiproc_dir, load_fnc, load_threshold; only
+    those whose variable is set. The worker process then serves /metrics on AGENT_METRICS_PORT
+    itself (serve_metrics): the counters of every job process, aggregated through the
+    multiprocess directory. To keep an option of your own, merge: `{**server_options(), ...}`
+    (not prometheus_port: the framework's /metrics does not take carry's lock)."""
     global _used
     _used = True
     opts: dict[str, Any] = {}
     if (port := _port("AGENT_HEALTH_PORT")) is not None:
         opts["port"] = port
-    if (metrics := _port("AGENT_METRICS_PORT")) is not None:
-        opts["prometheus_port"] = metrics
     if opts or os.environ.get("AGENT_HOST"):
         # the rig's ports are loopback-only unless it says otherwise (compose: 0.0.0.0)
         opts["host"] = os.environ.get("AGENT_HOST", "").strip() or "127.0.0.1"
@@ -219,5 +225,6 @@ def server_options() -> dict[str, Any]:
         opts["load_threshold"] = value
     watch_ready_file()
     watch_worker_start()
+    serve_metrics()
     capabilities.report_once()
     return opts
