@@ -179,7 +179,7 @@ def test_filler_in_on_enter_is_heard_first_without_errors_and_shortens_the_silen
     assert errors == 0
 
 
-def test_six_concurrent_callers_spread_over_two_workers(stack: native.StackInfo) -> None:
+def test_six_concurrent_callers_on_two_workers_are_counted_per_worker(stack: native.StackInfo) -> None:
     async def six() -> list[dict[str, Any]]:
         loop = asyncio.get_running_loop()
         return await asyncio.gather(*(
@@ -192,10 +192,14 @@ def test_six_concurrent_callers_spread_over_two_workers(stack: native.StackInfo)
     expr = 'sum by (worker) (lkrig_agent_sessions_ended_total{scenario="seed_nowait"})'
     wait_until(lambda: metric_total(stack.prometheus_url, expr.replace(" by (worker)", "")) >= 6,
                60, "6 ended sessions in Prometheus")
-    per_worker = {r["metric"]["worker"]: float(r["value"][1])
-                  for r in prom_query(stack.prometheus_url, expr)}
-    assert len(per_worker) == 2 and all(v >= 1 for v in per_worker.values()), per_worker
-    assert sum(per_worker.values()) == 6
+    # Which worker takes which job is livekit-server's choice (it reads the load the workers
+    # reported last, so six jobs at once may all go to one): the test asserts the counts per
+    # worker, not the spread.
+    per_worker = {a.name: 0.0 for a in stack.agents}
+    for r in prom_query(stack.prometheus_url, expr):
+        assert r["metric"]["worker"] in per_worker, r["metric"]
+        per_worker[r["metric"]["worker"]] = float(r["value"][1])
+    assert len(per_worker) == 2 and sum(per_worker.values()) == 6, per_worker
     # the workers' own /metrics agree with Prometheus, worker by worker
     for endpoint in stack.agents:
         own = sum(float(line.rsplit(" ", 1)[1]) for line in worker_metrics(endpoint).splitlines()
