@@ -18,6 +18,12 @@ from .providers.scripted_stt import ScriptedSTT, TranscriptFeed
 AGENTS_VERSION = lka.__version__
 # The session's options by name, not by version: 1.4.2 still takes the older ones.
 _OPTIONS = inspect.signature(AgentSession.__init__).parameters
+# AgentSession.start's: where a pin has `session_host` (1.8.9; not 1.3.12 or 1.4.2), it hosts a
+# remote session by default, writing every session event to the room as a byte stream
+# (voice/remote_session.py) that no one in a rig room reads, and that fails as rooms close under
+# load ("failed to send session event"). The rig's agent turns it off.
+START_OPTIONS: dict[str, Any] = (
+    {"session_host": False} if "session_host" in inspect.signature(AgentSession.start).parameters else {})
 
 
 @dataclass

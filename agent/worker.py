@@ -100,7 +100,7 @@ async def entrypoint(ctx: JobContext) -> None:
     sess.on("conversation_item_added", on_item)
     if probe is not None:
         ctx.add_shutdown_callback(lambda: _finish(probe))
-    await sess.start(agent=agent, room=ctx.room)
+    await sess.start(agent=agent, room=ctx.room, **session.START_OPTIONS)
     # which process ran the job: tests check that its counts outlive it
     notify(protocol.session(os.getpid(), scenario, profile.name, session.AGENTS_VERSION))
 

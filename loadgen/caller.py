@@ -29,6 +29,7 @@ from typing import Any
 from lkrig_instrument import protocol
 
 from livekit import api
+from loadgen import netprofile
 from loadgen.audio import UtteranceCache
 from loadgen.detect import Segment
 from loadgen.media import MediaEngine, MediaError, MediaRoom
@@ -52,6 +53,9 @@ class CallerConfig:
     scenario: str = "seed"
     profile: str = "fast"
     seed: int = 1
+    # loadgen/networks/<network>.yaml: what the caller's network does to its media, both ways
+    # (the media engine impairs this call's packets; seeded by `seed`)
+    network: str = netprofile.DEFAULT
     room_prefix: str = "lkrig"
     # The server deletes the room this long after the last participant left, in case our
     # own DeleteRoom never arrives (caller process killed).
@@ -81,11 +85,15 @@ class CallerConfig:
 
 class AgentAudioMonitor:
     """The agent's speech segments, from the media engine's speech edges (loadgen/lkmedia
-    runs loadgen/detect.py's segmenter on the decoded audio)."""
+    runs loadgen/detect.py's segmenter on the decoded audio).
+
+    Times are the agent's audio as if the caller's downlink added nothing (the engine subtracts
+    what its impairment added); `heard` maps each onset to when the caller heard it."""
 
     def __init__(self) -> None:
         self.segments: list[Segment] = []
         self.onsets: list[float] = []
+        self.heard: dict[float, float] = {}
         self.current_start: float | None = None
         self._changed = asyncio.Event()
 
@@ -97,10 +105,11 @@ class AgentAudioMonitor:
     def last_end(self) -> float | None:
         return self.segments[-1].end if self.segments else None
 
-    def edge(self, kind: str, t: float) -> None:
+    def edge(self, kind: str, t: float, t_net: float | None = None) -> None:
         if kind == "start":
             self.current_start = t
             self.onsets.append(t)
+            self.heard[t] = t if t_net is None else t_net
         elif self.current_start is not None:
             self.segments.append(Segment(self.current_start, t))
             self.current_start = None
@@ -124,6 +133,10 @@ class AgentAudioMonitor:
             if onset >= t:
                 return onset
         return None
+
+    def heard_at(self, onset: float) -> float:
+        """When the caller heard `onset` (later than it by what its downlink added)."""
+        return self.heard.get(onset, onset)
 
 
 class Caller:
@@ -161,6 +174,7 @@ class Caller:
         self._t_dispatch: float | None = None
         self._speak_lock = asyncio.Lock()
         self._speech_started: dict[str, float] = {}
+        self._uplink_delay: dict[str, float] = {}  # turn -> what the uplink added to its eou
         self._transcript_errors: dict[str, str] = {}
         self._room_created = False
         self._connected = False
@@ -205,10 +219,14 @@ class Caller:
                 self._media = await MediaEngine.start()
         except MediaError as e:
             return self._fail("connect_failed", "connect_error", e)
+        try:
+            network = netprofile.get(cfg.network).engine(cfg.seed)
+        except netprofile.NetworkError as e:
+            return self._fail("connect_failed", "bad_network", e)
         self._room = self._media.room(self.room_name, self)
         # Connect and publish the microphone; the engine bounds each step by the timeout
         # (a stalled server would otherwise take 16-32 s).
-        res = await self._room.join(self.room_name, self.identity, cfg.connect_timeout_s)
+        res = await self._room.join(self.room_name, self.identity, cfg.connect_timeout_s, network=network)
         if res.get("ev") != "joined":
             step = str(res.get("step") or "connect_error")
             return self._fail("connect_failed", step, str(res.get("error") or res.get("detail") or ""))
@@ -288,7 +306,8 @@ class Caller:
     def on_media(self, ev: dict[str, Any]) -> None:
         kind = ev.get("ev")
         if kind == "speech":
-            self.monitor.edge(str(ev.get("edge")), float(ev["t"]))
+            t_net = ev.get("t_net")
+            self.monitor.edge(str(ev.get("edge")), float(ev["t"]), None if t_net is None else float(t_net))
         elif kind in ("participant", "track"):
             p = ev.get("participant") or {}
             if not p.get("agent"):
@@ -331,7 +350,8 @@ class Caller:
         """Sends the transcript packet, plays the utterance at real time; returns its end time.
 
         The end of utterance is when the last speech sample leaves the microphone (trailing
-        silence follows it); the call returns then.
+        silence follows it), plus what the caller's uplink impairment added to the packet that
+        carried it: when the agent's side could first have it. The call returns then.
         """
         if self._room is None or not self._connected:
             raise RuntimeError("speak() before a successful start()")
@@ -347,9 +367,10 @@ class Caller:
         except Exception as e:  # reported in the turn's detail
             self._transcript_errors[turn_id] = f"transcript not sent: {type(e).__name__}: {e}"[:200]
         async with self._speak_lock:
-            started, eou = await self._room.play(u, not_before)
-        self._speech_started[turn_id] = started
-        return eou
+            played = await self._room.play_ex(u, not_before)
+        self._speech_started[turn_id] = played.speech_start
+        self._uplink_delay[turn_id] = played.eou_delay
+        return played.eou + played.eou_delay
 
     async def wait_for_onset(self, since: float, timeout_s: float) -> float | None:
         """First agent speech onset at or after `since`, waiting at most timeout_s."""
@@ -364,19 +385,21 @@ class Caller:
         self, turn_id: str, text: str, *, after_ms: float, since: float,
         max_speech_ms: float | None = None, timeout_s: float | None = None,
     ) -> BargeInResult:
-        """Starts speaking `after_ms` into the agent's first reply onset after `since`.
+        """Starts speaking `after_ms` into the agent's first reply onset after `since`, as the
+        caller heard it (through its downlink).
 
         The utterance's leading silence is skipped so that speech itself starts on time.
         """
         onset = await self.wait_for_onset(since, timeout_s or self.cfg.dead_air_timeout_s)
         if onset is None:
             return BargeInResult(turn_id, None)
+        heard = self.monitor.heard_at(onset)
         u = await self.utterances.aget(text)
         lead = u.speech_start / u.sample_rate
         eou = await self.speak(turn_id, text, max_speech_ms=max_speech_ms,
-                               not_before=onset + after_ms / 1000.0 - lead)
+                               not_before=heard + after_ms / 1000.0 - lead)
         started = self._speech_started.get(turn_id)
-        return BargeInResult(turn_id, onset, None if started is None else started - onset, eou)
+        return BargeInResult(turn_id, heard, None if started is None else started - heard, eou)
 
     # ---- listening -------------------------------------------------------------------
 
@@ -456,6 +479,8 @@ class Caller:
             turn=turn_id,
             outcome=outcome,
             latency_s=None if onset is None else onset - since,
+            network_delay_s=None if onset is None else
+            self._uplink_delay.get(turn_id, 0.0) + self.monitor.heard_at(onset) - onset,
             segments=segs,
             gaps_s=[b.start - a.end for a, b in itertools.pairwise(segs)],
             agent_speech_s=sum(s.end - s.start for s in segs),

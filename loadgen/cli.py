@@ -14,6 +14,7 @@ import os
 import sys
 from typing import Any
 
+from loadgen import netprofile
 from loadgen.audio import RenderError, UtteranceCache
 from loadgen.caller import Caller, CallerConfig
 
@@ -46,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scenario", default="seed")
     p.add_argument("--profile", default="fast")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--network", default="perfect",
+                   help="network profile (loadgen/networks/*.yaml) impairing the caller's media")
     p.add_argument("--say", action="append", type=_nonempty, default=[], metavar="TEXT",
                    help="an utterance; repeat for several turns (turn ids t1, t2, ...)")
     p.add_argument("--listen-first", action="store_true",
@@ -75,10 +78,11 @@ def _conversation_outcome(join_outcome: str, turn_outcomes: list[str]) -> str:
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     cfg = CallerConfig.from_env(
         args.url, agent_name=args.agent_name, scenario=args.scenario, profile=args.profile,
-        seed=args.seed, room_prefix=args.room_prefix, join_timeout_s=args.join_timeout,
+        seed=args.seed, network=args.network, room_prefix=args.room_prefix, join_timeout_s=args.join_timeout,
         connect_timeout_s=args.connect_timeout, dead_air_timeout_s=args.dead_air_timeout,
         settle_s=args.settle, turn_timeout_s=args.turn_timeout,
     )
+    netprofile.get(cfg.network)  # NetworkError (a ValueError) names the file and field
     utterances = UtteranceCache(cfg.lead_ms, cfg.trail_ms)
     texts = [*args.say, *([args.barge_in_say] if args.barge_in_say else [])]
     for text in texts:  # fail on a missing espeak-ng/sox before touching the server
@@ -120,6 +124,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "scenario": cfg.scenario,
         "profile": cfg.profile,
         "seed": cfg.seed,
+        "network": cfg.network,
         "outcome": _conversation_outcome(join.outcome, [t["outcome"] for t in turns]),
         "join": join.to_dict(),
         "turns": turns,

@@ -47,17 +47,19 @@ class Spec:
     agent_name: str = "lkrig-agent"
     barge_in: bool = True  # False: barge-in turns are spoken after the agent's reply instead
     room: str | None = None
+    network: str = "perfect"  # loadgen/networks/<network>.yaml: the caller's network impairment
 
     def to_dict(self) -> dict[str, Any]:
         return {"script": self.script.to_dict(), "scenario": self.scenario, "profile": self.profile,
                 "seed": self.seed, "agent_name": self.agent_name, "barge_in": self.barge_in,
-                "room": self.room}
+                "room": self.room, "network": self.network}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Spec:
         return cls(script=Script.from_dict(d["script"]), scenario=str(d["scenario"]),
                    profile=str(d["profile"]), seed=int(d["seed"]), agent_name=str(d["agent_name"]),
-                   barge_in=bool(d["barge_in"]), room=d.get("room"))
+                   barge_in=bool(d["barge_in"]), room=d.get("room"),
+                   network=str(d.get("network") or "perfect"))
 
 
 def check_expectations(turn: Turn, result: TurnResult) -> str | None:

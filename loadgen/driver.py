@@ -96,6 +96,7 @@ class Driver:
         cfg = CallerConfig(
             self._url, self._key, self._secret,
             agent_name=spec.agent_name, scenario=spec.scenario, profile=spec.profile, seed=spec.seed,
+            network=spec.network,
             dead_air_timeout_s=s.dead_air_ms / 1000.0, turn_timeout_s=s.turn_timeout_ms / 1000.0,
             settle_s=s.settle_ms / 1000.0,
         )

@@ -21,7 +21,8 @@ expectation failures, driver_exit, ...).
 
 Environment: LIVEKIT_URL, LIVEKIT_API_KEY, LIVEKIT_API_SECRET (workers; never logged),
 LOADGEN_METRICS_PORT (default 9646) and LOADGEN_METRICS_HOST (default 127.0.0.1) on the
-master, LOADGEN_SCRIPTS_DIR (extra conversation scripts), AGENT_NAME (default agent name).
+master, LOADGEN_SCRIPTS_DIR (extra conversation scripts), LOADGEN_NETWORKS_DIR (extra network
+profiles), AGENT_NAME (default agent name).
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from locust import User, events, task  # noqa: E402
 from locust.env import Environment  # noqa: E402
 from locust.runners import LocalRunner, MasterRunner, WorkerRunner  # noqa: E402
 
-from loadgen import convscript, exporter, metrics, runstate  # noqa: E402
+from loadgen import convscript, exporter, metrics, netprofile, runstate  # noqa: E402
 from loadgen.audio import RenderError, UtteranceCache  # noqa: E402
 from loadgen.conversation import Spec  # noqa: E402
 from loadgen.pool import Pool  # noqa: E402
@@ -89,6 +90,10 @@ except convscript.ScriptError as e:
 if not SCRIPTS:
     _fail_start(f"no conversation scripts in {', '.join(map(str, convscript.script_dirs()))}")
 try:
+    NETWORKS = netprofile.load_all()  # a malformed profile stops Locust here, naming file and field
+except netprofile.NetworkError as e:
+    _fail_start(str(e))
+try:
     # Real speech, rendered once into the content-addressed cache before any caller starts.
     _UTTERANCES = UtteranceCache()
     for _s in SCRIPTS.values():
@@ -119,6 +124,10 @@ def _arguments(parser: Any) -> None:
                         help="agent latency profile (agent/profiles), sent with every dispatch")
     parser.add_argument("--script", choices=sorted(SCRIPTS), default="seed" if "seed" in SCRIPTS else None,
                         help="conversation script (loadgen/scripts)")
+    parser.add_argument("--network", choices=sorted(NETWORKS),
+                        default=netprofile.DEFAULT if netprofile.DEFAULT in NETWORKS else None,
+                        help="the callers' network: loss, delay, jitter, bandwidth both ways "
+                             "(loadgen/networks); turn latencies leave out what it adds")
     parser.add_argument("--seed", type=int, default=1,
                         help="base seed: conversation k of worker w sends seed + 1000000*w + k")
     parser.add_argument("--barge-in", choices=("on", "off"), default="on",
@@ -205,7 +214,7 @@ def _worker_report(client_id: str, data: dict[str, Any], **_kw: Any) -> None:
 def _on_test_start(environment: Environment, **_kw: Any) -> None:
     if isinstance(environment.runner, MasterRunner | LocalRunner):
         o = environment.parsed_options
-        AGGREGATE.prepare(o.scenario, o.latency_profile)
+        AGGREGATE.prepare(o.scenario, o.latency_profile, o.network)
         RUN_STATE.run_event("start")
 
 
@@ -231,12 +240,13 @@ def _spec(env: Environment) -> Spec:
     o = env.parsed_options
     bad = [f"{name}={value!r}" for name, value, allowed in (
         ("scenario", o.scenario, SCENARIOS), ("latency_profile", o.latency_profile, PROFILES),
-        ("script", o.script, SCRIPTS), ("barge_in", o.barge_in, ("on", "off"))) if value not in allowed]
+        ("script", o.script, SCRIPTS), ("network", o.network, NETWORKS),
+        ("barge_in", o.barge_in, ("on", "off"))) if value not in allowed]
     if bad:
         raise CallFailure(f"bad option: {', '.join(bad)}")
     seed = int(o.seed) + 1_000_000 * _worker_index(env) + next(_conversation_numbers)
     return Spec(script=SCRIPTS[o.script], scenario=o.scenario, profile=o.latency_profile, seed=seed,
-                agent_name=o.agent_name, barge_in=o.barge_in == "on")
+                agent_name=o.agent_name, barge_in=o.barge_in == "on", network=o.network)
 
 
 def _why(r: dict[str, Any]) -> str | None:
@@ -281,11 +291,12 @@ class VoiceCaller(User):
         except CallFailure as e:
             self._fire("conversation", str(self.environment.parsed_options.script), 0, str(e), {})
             return
-        ctx = {"scenario": spec.scenario, "profile": spec.profile, "seed": spec.seed}
+        ctx = {"scenario": spec.scenario, "profile": spec.profile, "network": spec.network, "seed": spec.seed}
         try:
             driver = _pool(self.environment).acquire()
         except RuntimeError as e:
-            CALLER_METRICS.conversation("loadgen_error", scenario=spec.scenario, profile=spec.profile)
+            CALLER_METRICS.conversation("loadgen_error", scenario=spec.scenario, profile=spec.profile,
+                                        network=spec.network)
             self._fire("conversation", spec.script.name, 0, f"driver_start: {e}", ctx)
             gevent.sleep(5)  # do not spin on a machine that cannot start drivers
             return
@@ -298,7 +309,7 @@ class VoiceCaller(User):
             self._call = None
 
     def _follow(self, spec: Spec, queue: Any, ctx: dict[str, Any], t0: float) -> None:
-        lab = {"scenario": spec.scenario, "profile": spec.profile}
+        lab = {"scenario": spec.scenario, "profile": spec.profile, "network": spec.network}
         while True:
             try:
                 msg = queue.get(timeout=_SILENT_DRIVER_S)
@@ -347,7 +358,7 @@ class VoiceCaller(User):
             ms = 1000 * (r["latency_s"] if r["latency_s"] is not None else r["listened_s"])
             self._fire("greeting", "greeting", ms, _why(r), ctx)
             return
-        CALLER_METRICS.turn(r, scenario=spec.scenario, profile=spec.profile)
+        CALLER_METRICS.turn(r, scenario=spec.scenario, profile=spec.profile, network=spec.network)
         ms = 1000 * (r["latency_s"] if r["latency_s"] is not None else r["listened_s"])
         why = _why(r)
         if why is None and msg.get("expect_failed"):
@@ -361,7 +372,7 @@ class VoiceCaller(User):
 
     def _left(self) -> None:
         if self._joined is not None:
-            CALLER_METRICS.left(self._joined.scenario, self._joined.profile)
+            CALLER_METRICS.left(self._joined.scenario, self._joined.profile, self._joined.network)
             self._joined = None
 
     def on_stop(self) -> None:

@@ -26,6 +26,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -41,10 +42,23 @@ class MediaError(RuntimeError):
     """The media engine is missing, would not start, or died."""
 
 
+@dataclass(frozen=True)
+class Played:
+    """An utterance as played: CLOCK_MONOTONIC when its first and last speech samples left the
+    microphone, and the one-way delay the call's uplink impairment added to the packets that
+    carried them (0 without one; a lost packet's drawn delay all the same, eou_lost says so)."""
+
+    speech_start: float
+    eou: float
+    start_delay: float = 0.0
+    eou_delay: float = 0.0
+    eou_lost: bool = False
+
+
 def _source_hash() -> str:
     h = hashlib.sha256()
     for p in sorted(SOURCE_DIR.iterdir()):
-        if p.suffix in (".go", ".mod", ".sum"):
+        if p.suffix in (".go", ".mod", ".sum") and not p.name.endswith("_test.go"):
             h.update(p.name.encode() + b"\0" + p.read_bytes())
     return h.hexdigest()[:16]
 
@@ -236,13 +250,23 @@ class MediaRoom:
         return fut.result()
 
     async def join(self, room: str, identity: str, timeout_s: float, *, as_agent: bool = False,
-                   listen: bool = True) -> dict[str, Any]:
+                   listen: bool = True, network: dict[str, Any] | None = None, trace: bool = False,
+                   listen_all: bool = False) -> dict[str, Any]:
         """{"ev": "joined", "connect_s", "participants": [...]} or {"ev": "join_failed", "step",
         "error"}; the engine bounds it by timeout_s. as_agent: join as an agent-kind participant;
-        listen=False: subscribe to nothing."""
+        listen=False: subscribe to nothing; listen_all: hear every participant, not only agents.
+        network: this call's impairment (loadgen.netprofile.Network.engine(seed); None: none);
+        trace: a "tx" event per RTP packet sent and an "rx" one per packet received."""
         fut = self.engine._expect(self.id, "join", 0)
-        if not self.engine._send({"op": "join", "id": self.id, "room": room, "identity": identity,
-                                  "timeout_s": timeout_s, "as_agent": as_agent, "no_listen": not listen}):
+        op: dict[str, Any] = {"op": "join", "id": self.id, "room": room, "identity": identity,
+                              "timeout_s": timeout_s, "as_agent": as_agent, "no_listen": not listen}
+        if network is not None:
+            op["network"] = network
+        if trace:
+            op["trace"] = True
+        if listen_all:
+            op["listen_all"] = True
+        if not self.engine._send(op):
             return {"ev": "join_failed", "step": "connect_error", "error": "the media engine is not running"}
         return await self._wait(fut, None)
 
@@ -250,6 +274,12 @@ class MediaRoom:
         """Plays `u` from the next 20 ms frame at or after `not_before`; returns (speech start,
         end of utterance) as played, once the last speech sample has been sent (the trailing
         silence goes on after). Cancelling it stops the utterance."""
+        p = await self.play_ex(u, not_before)
+        return p.speech_start, p.eou
+
+    async def play_ex(self, u: Utterance, not_before: float = 0.0) -> Played:
+        """play(), with what the call's uplink impairment added to the packets that carried the
+        first and the last speech sample."""
         if not u.source:
             raise ValueError("utterance has no rendered source file")
         self._play += 1
@@ -266,7 +296,8 @@ class MediaRoom:
             raise
         if msg.get("error") or msg.get("cancelled") or msg.get("ev") == "engine_exit":
             raise MediaError(f"play: {msg.get('error') or msg.get('detail') or 'cancelled'}")
-        return float(msg["speech_start"]), float(msg["eou"])
+        return Played(float(msg["speech_start"]), float(msg["eou"]), float(msg.get("start_delay") or 0.0),
+                      float(msg.get("eou_delay") or 0.0), bool(msg.get("eou_lost")))
 
     async def publish_data(self, topic: str, payload: str, timeout_s: float) -> None:
         """Reliable data packet; raises on failure or after timeout_s."""

@@ -91,9 +91,9 @@ class Aggregate:
         self._gauges: dict[str, dict[tuple[str, Labels], float]] = {}  # source -> values
         self._seen: dict[str, float] = {}  # source -> time.monotonic() of its last report
         self._local: Recorder | None = None
-        self._prepared: set[tuple[str, str]] = set()  # (scenario, profile)
+        self._prepared: set[tuple[str, str, str]] = set()  # (scenario, profile, network)
 
-    def prepare(self, scenario: str, profile: str) -> None:
+    def prepare(self, scenario: str, profile: str, network: str = "perfect") -> None:
         """Serve every caller series of this run at zero from now on, before any call reports.
 
         A series born with its first observation already counted hides that observation from
@@ -101,7 +101,7 @@ class Aggregate:
         would show an empty latency panel and no dead air, while the counts say otherwise.
         """
         with self._lock:
-            self._prepared.add((scenario, profile))
+            self._prepared.add((scenario, profile, network))
 
     def attach_local(self, recorder: Recorder) -> None:
         """A standalone Locust: pull this recorder's deltas at every collect."""
@@ -187,11 +187,11 @@ class Aggregate:
             yield fam
 
 
-def _zero_keys(prepared: set[tuple[str, str]]) -> Iterator[tuple[str, Labels]]:
+def _zero_keys(prepared: set[tuple[str, str, str]]) -> Iterator[tuple[str, Labels]]:
     """Every caller series of each prepared run, closed labels taking each value names.py lists."""
-    for scenario, profile in sorted(prepared):
+    for scenario, profile, network in sorted(prepared):
         for m in names.CALLER_METRICS:
-            for labels in names.label_sets(m, {"scenario": scenario, "profile": profile}):
+            for labels in names.label_sets(m, {"scenario": scenario, "profile": profile, "network": network}):
                 yield m.name, tuple(labels[k] for k in m.labels)
 
 
@@ -213,13 +213,14 @@ class AggregateCollector(Collector):
 
 
 class CallerMetrics:
-    """Turns driver messages into observations; one per Locust process."""
+    """Turns driver messages into observations; one per Locust process. `network` is the run's
+    network profile (loadgen/networks)."""
 
     def __init__(self, recorder: Recorder) -> None:
         self.rec = recorder
 
-    def joined(self, join: dict[str, Any], scenario: str, profile: str) -> None:
-        lab = {"scenario": scenario, "profile": profile}
+    def joined(self, join: dict[str, Any], scenario: str, profile: str, network: str = "perfect") -> None:
+        lab = {"scenario": scenario, "profile": profile, "network": network}
         if join.get("dispatch_to_join_s") is not None:
             self.rec.observe(names.CALLER_DISPATCH_TO_JOIN, join["dispatch_to_join_s"], **lab)
         if join.get("outcome") == "no_agent" and join.get("reason") == "agent_join_timeout":
@@ -227,11 +228,11 @@ class CallerMetrics:
         if join.get("outcome") == "ok":
             self.rec.gauge_add(names.CALLERS_ACTIVE, 1, **lab)
 
-    def left(self, scenario: str, profile: str) -> None:
-        self.rec.gauge_add(names.CALLERS_ACTIVE, -1, scenario=scenario, profile=profile)
+    def left(self, scenario: str, profile: str, network: str = "perfect") -> None:
+        self.rec.gauge_add(names.CALLERS_ACTIVE, -1, scenario=scenario, profile=profile, network=network)
 
-    def turn(self, result: dict[str, Any], scenario: str, profile: str) -> None:
-        lab = {"scenario": scenario, "profile": profile}
+    def turn(self, result: dict[str, Any], scenario: str, profile: str, network: str = "perfect") -> None:
+        lab = {"scenario": scenario, "profile": profile, "network": network}
         outcome = result["outcome"]
         self.rec.inc(names.CALLER_TURNS, outcome=outcome, **lab)
         if outcome == "dead_air":
@@ -241,5 +242,6 @@ class CallerMetrics:
         for gap in result.get("gaps_s") or []:
             self.rec.observe(names.CALLER_SILENCE_GAP, gap, **lab)
 
-    def conversation(self, outcome: str, scenario: str, profile: str) -> None:
-        self.rec.inc(names.CALLER_CONVERSATIONS, outcome=outcome, scenario=scenario, profile=profile)
+    def conversation(self, outcome: str, scenario: str, profile: str, network: str = "perfect") -> None:
+        self.rec.inc(names.CALLER_CONVERSATIONS, outcome=outcome, scenario=scenario, profile=profile,
+                     network=network)

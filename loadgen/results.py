@@ -41,7 +41,7 @@ class JoinResult(_Jsonable):
     """Room creation, connection and the agent's arrival.
 
     reason names the failing step: create_room_failed, connect_timeout, connect_error,
-    publish_failed, dispatch_failed, agent_join_timeout, agent_track_timeout.
+    publish_failed, dispatch_failed, agent_join_timeout, agent_track_timeout, bad_network.
     """
 
     room: str
@@ -72,6 +72,10 @@ class TurnResult(_Jsonable):
     outcome: TurnOutcome
     # End of utterance to the first agent speech onset after it.
     latency_s: float | None = None
+    # What the caller's network impairment added to that latency, and so left out of it: the
+    # uplink's delay on the end of utterance plus the downlink's on the onset (as heard: the
+    # caller heard the reply latency_s + network_delay_s after its speech ended). 0 without one.
+    network_delay_s: float | None = None
     segments: list[SegmentOut] = field(default_factory=list)
     # Silence between consecutive agent segments of this turn (filler end -> answer start...).
     gaps_s: list[float] = field(default_factory=list)
@@ -84,7 +88,9 @@ class TurnResult(_Jsonable):
     # to the end of utterance.
     events: list[dict[str, Any]] = field(default_factory=list)
     detail: str | None = None
-    eou: float = 0.0  # time.monotonic() of the end of utterance (process-local clock)
+    # time.monotonic() of the end of utterance (process-local clock), plus what the caller's
+    # uplink impairment added to it (Caller.speak)
+    eou: float = 0.0
 
 
 @dataclass

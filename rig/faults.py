@@ -141,18 +141,27 @@ class KillAgent(Fault):
     cuts_calls = True
 
     def apply(self, run: FaultScheduler) -> None:
-        run.stop_and_restart(*pick_agent(run), "SIGKILL", GONE_WAIT_S, self.name)
+        run.stop_and_restart(*pick_agent(run), "SIGKILL", GONE_WAIT_S, self.name, agent=True)
 
 
 @kind
 class DrainAgent(Fault):
     name = "drain-agent"
-    usage = "drain-agent@90s"
+    usage = "drain-agent@90s[:grace=60s]"
     summary = ("SIGTERM the busiest agent worker: it takes no new job, its conversations finish,"
-               " it exits; then it is started again")
+               " it exits; then it is started again. One still busy after the grace (default: the"
+               " stack's, 2 min natively) is SIGKILLed, and its calls count as cut")
+
+    def parse_args(self, args: list[str], where: str) -> None:
+        self.grace: float | None = None
+        for arg in args:
+            if not arg.startswith("grace="):
+                raise FaultError(f"{where}: unknown argument {arg!r}; expected grace=DURATION")
+            self.grace = seconds(arg[6:], where)
 
     def apply(self, run: FaultScheduler) -> None:
-        run.stop_and_restart(*pick_agent(run), "SIGTERM", run.backend.drain_grace, self.name)
+        grace = self.grace if self.grace is not None else run.backend.drain_grace
+        run.stop_and_restart(*pick_agent(run), "SIGTERM", grace, self.name, agent=True)
 
 
 @kind
@@ -268,6 +277,9 @@ class FaultScheduler:
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._restarts: queue.Queue[tuple[str, str, object]] = queue.Queue()  # (name, kind, token)
+        # agent -> {kind: counted errors whose log lines died with it}, as of its latest stop
+        self.log_gaps: dict[str, dict[str, float]] = {}
+        self.forced = False  # an orderly stop ran out of grace and was SIGKILLed: calls were cut
 
     @property
     def busy(self) -> set[str]:
@@ -307,12 +319,15 @@ class FaultScheduler:
         if restart:
             self.service()
 
-    def record(self, name: str, detail: str, at: float | None = None, target: str | None = None) -> None:
+    def record(self, name: str, detail: str, at: float | None = None, target: str | None = None,
+               forced: bool = False) -> None:
         """One line of the report; with a target, also a start or end ("kind:end",
-        "kind:restarted") for the dashboard's annotations."""
+        "kind:restarted") for the dashboard's annotations. forced: an orderly stop that had to be
+        a SIGKILL (its calls were cut)."""
         at = at or time.time()
         self.records.append({"at": at, "name": name, "detail": detail,
-                             **({"target": target} if target is not None else {})})
+                             **({"target": target} if target is not None else {}),
+                             **({"forced": True} if forced else {})})
         self.say(f"rig run: fault {name}: {detail}")
         if target is not None:
             kind_name, _, after = name.partition(":")
@@ -332,19 +347,40 @@ class FaultScheduler:
         except (OSError, ValueError) as e:
             self.say(f"rig run: fault {kind_name}: {phase} not annotated on the dashboard ({url}: {e})")
 
-    def stop_and_restart(self, name: str, load: str, sig: str, grace: float, kind_name: str) -> None:
-        """Stop one service with `sig` (SIGKILL after `grace`), record it, queue its restart."""
+    def lost_lines(self) -> dict[str, float]:
+        """By kind, the counted errors whose log lines died with the agents the faults stopped."""
+        total: dict[str, float] = {}
+        for gap in self.log_gaps.values():
+            for kind, n in gap.items():
+                total[kind] = total.get(kind, 0.0) + n
+        return total
+
+    def stop_and_restart(self, name: str, load: str, sig: str, grace: float, kind_name: str,
+                         agent: bool = False) -> None:
+        """Stop one service with `sig` (SIGKILL after `grace`), record it, queue its restart. An
+        agent's folder and log are compared while it is down (Backend.log_gap)."""
         self.busy.add(name)  # until restarted: its stop is the fault, not a failure
         at, t = time.time(), time.monotonic()
         try:
-            ident, how, token = self.backend.stop_service(name, sig, grace)
+            ident, how, token, forced = self.backend.stop_service(name, sig, grace)
         except Exception:
             self.busy.discard(name)
             raise
         what = f"{ident}, {load}" if load else ident
-        self.record(kind_name, f"{name} ({what}) {sig}, gone after {time.monotonic() - t:.1f} s ({how})",
-                    at, target=name)
-        self._restarts.put((name, kind_name, token))
+        gone = f"{name} ({what}) {sig}, gone after {time.monotonic() - t:.1f} s ({how})"
+        self.forced |= forced
+        try:
+            if agent:
+                self.log_gaps[name] = gap = self.backend.log_gap(name)
+                if lacking := {k: n for k, n in gap.items() if n > 0}:
+                    gone += "; its log lacks counted lines, in flight when it died: " + ", ".join(
+                        f"{kind} {n:g}" for kind, n in sorted(lacking.items()))
+                if extra := {k: -n for k, n in gap.items() if n < 0}:
+                    self.errors.append(f"{kind_name}: {name}'s log holds counted-error lines its"
+                                       f" folder never counted: {extra}")
+        finally:  # what could not be read fails the run (the caller), the restart still comes
+            self.record(kind_name, gone, at, target=name, forced=forced)
+            self._restarts.put((name, kind_name, token))
 
     def _run(self, f: Fault, t0: float) -> None:
         if self.quit.wait(max(0.0, t0 + f.at - time.monotonic())):

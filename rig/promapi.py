@@ -8,9 +8,11 @@ import math
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from prometheus_client.metrics_core import Metric
 from prometheus_client.parser import text_string_to_metric_families
 
 from rig import procs
@@ -113,9 +115,12 @@ class Prometheus:
 # --- /metrics read directly ------------------------------------------------------------------------------
 
 
+def samples_of(families: Iterable[Metric]) -> Samples:
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value for fam in families for s in fam.samples}
+
+
 def parse_metrics(text: str) -> Samples:
-    return {(s.name, tuple(sorted(s.labels.items()))): s.value
-            for fam in text_string_to_metric_families(text) for s in fam.samples}
+    return samples_of(text_string_to_metric_families(text))
 
 
 def scrape(url: str, timeout: float = 5.0) -> Samples:

@@ -10,6 +10,13 @@ mid-turn may or may not have been committed by the agent before the loss. Such t
 agent_lost, or, after a kill or a LiveKit restart (a killed agent stays in the room until the
 server times it out), as dead_air or agent_cut_off; they are counted, and the agent's count
 must lie between Locust's minus them and Locust's.
+
+One loss is accounted for exactly rather than bounded: a job process counts an error in its
+file (which survives a kill) and then logs the line through its worker process (livekit-agents'
+ipc/log_queue.py: a queue and a thread in the job, a socket, a thread in the worker), so a
+SIGKILL of the worker loses the lines still in flight. When a fault stops an agent, the rig
+reads what its folder counted and what its log holds (`log_gap`); the error check adds those
+lines, and fails if a log holds a line its folder never counted.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from lkrig_instrument import names
+from lkrig_instrument import carry, names
 
 from rig import headless, promapi
 from rig.promapi import Prometheus
@@ -61,9 +68,15 @@ def agent_totals(metrics_urls: list[str]) -> AgentTotals:
         m = promapi.scrape(url)
         turns += promapi.total(m, names.TURNS.name)
         active += promapi.total(m, names.SESSIONS_ACTIVE.name)
-        for kind in names.ERROR_KINDS:
-            errors[kind] += promapi.total(m, names.SPEECH_SCHEDULING_ERRORS.name, kind=kind)
-    return AgentTotals(turns, {k: v for k, v in errors.items() if v}, active)
+        errors.update(errors_of(m))
+    return AgentTotals(turns, dict(errors), active)
+
+
+def errors_of(samples: promapi.Samples) -> dict[str, float]:
+    """Counted errors by kind in one worker's samples."""
+    name = names.SPEECH_SCHEDULING_ERRORS.name
+    found = {k: promapi.total(samples, name, kind=k) for k in names.ERROR_KINDS}
+    return {k: v for k, v in found.items() if v}
 
 
 def settle(metrics_urls: list[str], quiet: float = 6.0, timeout: float = 90.0) -> AgentTotals:
@@ -109,9 +122,26 @@ def logged_errors_in(lines: Iterable[str]) -> dict[str, int]:
     return dict(found)
 
 
+def errors_in_folder(directory: Path) -> dict[str, float]:
+    """Counted errors by kind in a stopped worker's multiprocess folder, its stash included, as
+    its /metrics would serve them (a fold the kill cut short is finished first, as the worker's
+    next start would)."""
+    carry.recover(directory)
+    return errors_of(promapi.samples_of(carry.Collector(directory).collect()))
+
+
+def log_gap(counted: dict[str, float], logged: dict[str, int]) -> dict[str, float]:
+    """By kind, how many counted errors a stopped worker's log lacks (lines in flight when it
+    died); negative: log lines its folder never counted."""
+    gap = {k: counted.get(k, 0.0) - logged.get(k, 0) for k in set(counted) | set(logged)}
+    return {k: v for k, v in gap.items() if v}
+
+
 def reconcile(run: headless.Result, agents: AgentTotals, logged: dict[str, int], prom: Prometheus,
-              t0: float, t1: float, calls_cut: bool = False) -> list[Check]:
-    """calls_cut: a fault cut calls (a worker killed, livekit-server restarted)."""
+              t0: float, t1: float, calls_cut: bool = False,
+              lost_lines: dict[str, float] | None = None) -> list[Check]:
+    """calls_cut: a fault cut calls (a worker killed, livekit-server restarted). lost_lines: by
+    kind, the counted errors whose log lines died with a stopped worker (log_gap, summed)."""
     checks: list[Check] = []
 
     def equal(name: str, **values: float) -> None:
@@ -135,7 +165,22 @@ def reconcile(run: headless.Result, agents: AgentTotals, logged: dict[str, int],
     equal("turns: agent == Prometheus", agent=agents.turns,
           prometheus=prom.counter_delta(names.TURNS.name, t0, t1).get("", 0.0))
     in_prom = prom.counter_delta(names.SPEECH_SCHEDULING_ERRORS.name, t0, t1, by="kind")
-    for kind in sorted(set(logged) | set(agents.errors) | {k for k, v in in_prom.items() if v}):
-        equal(f"errors {kind}: agent logs == agent counter == Prometheus", logs=logged.get(kind, 0),
-              counter=agents.errors.get(kind, 0.0), prometheus=in_prom.get(kind, 0.0))
+    return checks + error_checks(logged, agents.errors, in_prom, lost_lines or {})
+
+
+def error_checks(logged: dict[str, int], counted: dict[str, float], in_prom: dict[str, float],
+                 lost_lines: dict[str, float]) -> list[Check]:
+    """Per kind: the agents' log lines (plus `lost_lines`, those that died with a stopped worker)
+    == their counter == Prometheus's."""
+    checks = []
+    for kind in sorted(set(logged) | set(counted) | {k for k, v in in_prom.items() if v} | set(lost_lines)):
+        lines, lost = logged.get(kind, 0), lost_lines.get(kind, 0.0)
+        sources = {round(v, 6) for v in (lines + lost, counted.get(kind, 0.0), in_prom.get(kind, 0.0))}
+        said = (f" + {lost:g} in flight when a fault stopped their worker" if lost > 0 else
+                f" (of which {-lost:g} in a stopped worker's log that its folder never counted)"
+                if lost < 0 else "")
+        checks.append(Check(f"errors {kind}: agent logs == agent counter == Prometheus",
+                            lost >= 0 and len(sources) == 1,
+                            f"logs {lines:g}{said}, counter {counted.get(kind, 0.0):g},"
+                            f" prometheus {in_prom.get(kind, 0.0):g}"))
     return checks

@@ -151,6 +151,7 @@ class Report:
     slo: list[dict[str, Any]] | None
     locust: locustcsv.LocustCsv | None
     explained: list[dict[str, Any]] | None = None  # rig.explain findings (to_json) from the agents' logs
+    error_lines: dict[str, Any] | None = None  # rig.errorlines.account of the agents' logs
 
 
 # --- gathering --------------------------------------------------------------------------------------
@@ -161,7 +162,8 @@ def _step(t0: float, t1: float) -> float:
 
 
 def validate(faults: Sequence[dict[str, Any]], slo: Sequence[dict[str, Any]] | None,
-              explained: Sequence[dict[str, Any]] | None = None) -> None:
+             explained: Sequence[dict[str, Any]] | None = None,
+             error_lines: dict[str, Any] | None = None) -> None:
     for i, f in enumerate(faults):
         if not isinstance(f, dict) or not isinstance(f.get("at"), int | float) or not f.get("name"):
             raise ReportError(
@@ -175,6 +177,12 @@ def validate(faults: Sequence[dict[str, Any]], slo: Sequence[dict[str, Any]] | N
             raise ReportError(
                 f"explained[{i}]: expected a `rig explain --json` finding (kind, count, origin, "
                 f"message, ...), got {f!r}")
+    groups = error_lines.get("unexplained") if error_lines is not None else []
+    if error_lines is not None and not (
+            isinstance(error_lines.get("accounted"), dict) and isinstance(groups, list)
+            and all(isinstance(g, dict) and {"logger", "message", "count"} <= set(g) for g in groups)):
+        raise ReportError(f"error_lines: expected {{'accounted': {{reason: count}}, 'unexplained':"
+                          f" [{{'logger', 'message', 'count', ...}}]}}, got {error_lines!r}")
 
 
 def _plot(key: str, title: str, lines: list[Line], t0: float, t1: float, left: Axis, right: Axis | None,
@@ -193,12 +201,13 @@ def gather(
     faults: list[dict[str, Any]] | None = None,
     slo: list[dict[str, Any]] | None = None,
     explained: list[dict[str, Any]] | None = None,
+    error_lines: dict[str, Any] | None = None,
     dashboard: Path = DASHBOARD,
 ) -> Report:
     if not (math.isfinite(t0) and math.isfinite(t1)) or t1 <= t0:
         raise ReportError(f"empty time range: the end ({utc(t1)}) is not after the start ({utc(t0)})")
     faults = sorted(faults or [], key=lambda f: f.get("at", 0) if isinstance(f, dict) else 0)
-    validate(faults, slo, explained)
+    validate(faults, slo, explained, error_lines)
     locust = locustcsv.load(locust_csv_prefix) if locust_csv_prefix is not None else None
     dash = Dashboard(dashboard)
     prom = Prometheus(prom_url)
@@ -230,7 +239,7 @@ def gather(
             rows = [(legend(fmt, labels, what), v) for labels, v in prom.query(substitute(expr, values), t1)]
             stats.append((what, sorted(rows)))
     return Report(t0, t1, prom.url, plots, totals, stats, dict(run_info or {}), faults,
-                  list(slo) if slo is not None else None, locust, explained)
+                  list(slo) if slo is not None else None, locust, explained, error_lines)
 
 
 def _locust_plots(data: locustcsv.LocustCsv, t0: float, t1: float, markers: list[Marker]) -> list[Plot]:
@@ -296,6 +305,8 @@ def tables(r: Report) -> list[Table]:
             "no SLOs were given"))
     if r.explained is not None:
         out.append(explained_table(r.explained))
+    if r.error_lines is not None:
+        out.append(error_lines_table(r.error_lines))
     out.append(Table(
         "faults", "Faults injected", ["at (UTC)", "offset", "fault", "detail"],
         [[utc(f["at"]), f"+{f['at'] - r.t0:.0f} s", str(f["name"]), str(f.get("detail") or "")]
@@ -363,6 +374,18 @@ def explained_table(findings: list[dict[str, Any]]) -> Table:
         rows, "no speech-scheduling error in the agents' logs")
 
 
+def error_lines_table(result: dict[str, Any]) -> Table:
+    """The agents' ERROR lines: the unexplained ones first, each group with a sample, then how
+    many each reason accounts for (rig.errorlines)."""
+    rows = [["unexplained", str(g["logger"]), str(g["message"]), str(g["count"]),
+             utc(g["first_at"]) if isinstance(g.get("first_at"), int | float) else "",
+             str(g.get("sample") or "")] for g in result["unexplained"]]
+    rows += [["accounted for", "", why, str(n), "", ""] for why, n in sorted(result["accounted"].items())]
+    return Table("error-lines", "ERROR lines in the agents' logs",
+                 ["verdict", "logger", "message or reason", "lines", "first at (UTC)", "sample"],
+                 rows, "no ERROR line in the agents' logs")
+
+
 def plot_summary(r: Report) -> Table:
     """Each plotted series' mean and maximum over the range, for the Markdown summary."""
     rows = []
@@ -404,6 +427,7 @@ def write_report(
     faults: list[dict[str, Any]] | None = None,
     slo: list[dict[str, Any]] | None = None,
     explained: list[dict[str, Any]] | None = None,
+    error_lines: dict[str, Any] | None = None,
 ) -> Path:
     """Write out_dir/report.html and out_dir/report.md; the HTML's path.
 
@@ -411,7 +435,7 @@ def write_report(
     promapi.PrometheusUnreachable or promapi.QueryError before anything is written.
     """
     r = gather(prom_url, t0, t1, locust_csv_prefix=locust_csv_prefix, run_info=run_info, faults=faults,
-               slo=slo, explained=explained)
+               slo=slo, explained=explained, error_lines=error_lines)
     html, md = pages(r)
     out_dir.mkdir(parents=True, exist_ok=True)
     html_path = out_dir / "report.html"

@@ -54,8 +54,8 @@ def _prometheus_from_run_dir(run_dir: Path) -> str:
 
 
 def _run_json(path: Path) -> dict[str, Any]:
-    """run_info, faults, slo and explained from a JSON object; `rig run`'s run.json (run_info under
-    "run") too."""
+    """run_info, faults, slo, explained and error_lines from a JSON object; `rig run`'s run.json
+    (run_info under "run") too."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as e:
@@ -65,12 +65,13 @@ def _run_json(path: Path) -> dict[str, Any]:
             f"--run-json {path}: expected an object with run_info (or run), faults and/or slo"
         )
     info = data.get("run_info", data.get("run"))
-    for key, want in (("run_info", dict), ("faults", list), ("slo", list), ("explained", list)):
+    for key, want in (("run_info", dict), ("faults", list), ("slo", list), ("explained", list),
+                      ("error_lines", dict)):
         value = info if key == "run_info" else data.get(key)
         if value is not None and not isinstance(value, want):
             raise report.ReportError(f"--run-json {path}: {key} must be a JSON {want.__name__}")
     return {"run_info": info, "faults": data.get("faults"), "slo": data.get("slo"),
-            "explained": data.get("explained")}
+            "explained": data.get("explained"), "error_lines": data.get("error_lines")}
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -138,6 +139,7 @@ def main(args: argparse.Namespace) -> int:
             faults=extra.get("faults"),
             slo=extra.get("slo"),
             explained=extra.get("explained"),
+            error_lines=extra.get("error_lines"),
         )
     except (ValueError, native.StackError) as e:  # ReportError, LocustCsvError, a bad time
         err(f"rig report: {e}")

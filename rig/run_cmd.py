@@ -21,7 +21,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from rig import backends, explain, faults, locust_web, native, paths, pins, reconcile, slo
+from rig import backends, errorlines, explain, faults, locust_web, native, paths, pins, reconcile, slo
 from rig.backends.base import LoadSpec
 from rig.backends.containers import ComposeStackError
 from rig.console import EXIT_USAGE, err, out, run_then_tear_down
@@ -42,6 +42,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scenario", default="seed", metavar="S", help="agent scenario (agent/scenarios)")
     p.add_argument("--profile", default="typical", metavar="P", help="latency profile (agent/profiles)")
     p.add_argument("--script", default="seed", metavar="C", help="conversation script (loadgen/scripts)")
+    p.add_argument("--network", default="perfect", metavar="N",
+                   help="the callers' network: loss, delay, jitter, bandwidth both ways (loadgen/networks;"
+                        " default perfect: none)")
     p.add_argument("--slo", type=Path, metavar="FILE", help="SLO file (YAML; examples in slo/)")
     p.add_argument("--fault", action="append", default=[], metavar="SPEC", help=faults.help_text())
     p.add_argument("--call-gap", type=float, default=1.0, metavar="G",
@@ -68,6 +71,16 @@ def check_load(args: argparse.Namespace) -> float:
     return duration
 
 
+def check_network(name: str, flag: str = "--network") -> None:
+    """An unknown or malformed network profile (NetworkError, a ValueError: file, line, field)."""
+    from loadgen import netprofile
+
+    if name not in netprofile.available():
+        raise ValueError(f"{flag} {name}: no such network profile; available:"
+                         f" {', '.join(netprofile.available())}")
+    netprofile.load(netprofile.available()[name])
+
+
 def check_scenario(scenario: str, flag: str) -> None:
     from agent import scenarios
 
@@ -85,6 +98,7 @@ def _validate(args: argparse.Namespace) -> tuple[float, list[faults.Fault], slo.
         raise ValueError(f"--users {args.users}: must be at least 1")
     check_scenario(args.scenario, "--scenario")
     latency.load(args.profile)  # ProfileError names the file and field
+    check_network(args.network)
     backend = backends.check_arguments(args)
     planned = [faults.parse(spec) for spec in args.fault]
     faults.check_backend(planned, backend)
@@ -109,7 +123,7 @@ def main(args: argparse.Namespace) -> int:
         return 1
     scheduler = faults.FaultScheduler(backend, out)
     spec = LoadSpec(args.users, args.spawn_rate, duration, args.scenario, args.profile, args.script,
-                    args.shape, args.call_gap, args.seed)
+                    args.shape, args.call_gap, args.seed, args.network)
 
     def body() -> int:
         out(f"rig run: {backend.start()}")
@@ -117,19 +131,23 @@ def main(args: argparse.Namespace) -> int:
         time.sleep(SCRAPE_WAIT_S)
         t1 = time.time()
         prom = Prometheus(backend.prometheus_url)
-        cut = any(f.cuts_calls for f in planned)
-        checks = reconcile.reconcile(o.result, o.growth, backend.logged_errors(o.t0), prom, o.t0, t1, cut)
+        cut = any(f.cuts_calls for f in planned) or scheduler.forced
+        checks = reconcile.reconcile(o.result, o.growth, backend.logged_errors(o.t0), prom, o.t0, t1, cut,
+                                     scheduler.lost_lines())
         verdicts = slo.evaluate(gate, prom, o.t0, t1) if gate else []
-        explained = explain_logs(backend.agent_log_lines(o.t0))
+        logs = backend.agent_log_lines(o.t0)
+        explained = explain_logs(logs)
+        error_lines = errorlines.account(*errorlines.error_lines(logs), scheduler.records)
+        checks.append(errorlines.check(error_lines))
         run_info = {**_run_info(args, duration, o, t1), **backend.run_info()}
         problems = o.problems
         (folder / "run.json").write_text(json.dumps({
             "run": run_info, "faults": scheduler.records, "problems": problems,
-            "reconciliation": [asdict(c) for c in checks], "slo": verdicts, "explained": explained},
-            indent=2))
+            "reconciliation": [asdict(c) for c in checks], "slo": verdicts, "explained": explained,
+            "error_lines": error_lines}, indent=2))
         _print_summary(checks, verdicts, problems)
         if _report(backend.prometheus_url, o.t0, t1, folder, run_info, scheduler.records, verdicts,
-                   explained) is None:
+                   explained, error_lines) is None:
             problems.append("no report written")
         failed = problems or not all(c.ok for c in checks) or not all(v["ok"] for v in verdicts)
         out(f"rig run: {'FAILED' if failed else 'passed'}; run folder {folder}")
@@ -154,7 +172,7 @@ def _run_info(args: argparse.Namespace, duration: float, o: Outcome, t1: float) 
         "command": args.command_line,
         "users": args.users, "spawn_rate": args.spawn_rate, "duration_s": duration, "shape": args.shape,
         "scenario": args.scenario, "profile": args.profile, "script": args.script,
-        "call_gap_s": args.call_gap, "seed": args.seed, "faults": args.fault,
+        "call_gap_s": args.call_gap, "seed": args.seed, "network": args.network, "faults": args.fault,
         "slo_file": str(args.slo) if args.slo else None,
         "t0": o.t0, "t1": t1, "conversations": conversations, "conversations_failed": failed,
         "turns": turns, "turns_failed": failed_turns, "versions": versions,
@@ -183,13 +201,14 @@ def explain_logs(lines: list[str]) -> list[dict[str, Any]]:
 
 def _report(prom_url: str, t0: float, t1: float, folder: Path, run_info: dict[str, Any],
             fault_records: list[dict[str, Any]], verdicts: list[dict[str, Any]],
-            explained: list[dict[str, Any]]) -> Path | None:
+            explained: list[dict[str, Any]], error_lines: dict[str, Any]) -> Path | None:
     try:
         from rig import report
     except ImportError as e:
         err(f"rig run: cannot write the report ({e})")
         return None
     path = report.write_report(prom_url, t0, t1, folder, locust_csv_prefix=folder / "locust" / "locust",
-                               run_info=run_info, faults=fault_records, slo=verdicts, explained=explained)
+                               run_info=run_info, faults=fault_records, slo=verdicts, explained=explained,
+                               error_lines=error_lines)
     out(f"rig run: report {path}")
     return path

@@ -9,6 +9,7 @@
     dead_air_rate: 0.02                           # caller turns with dead air / caller turns
     rooms_without_agent: 0                        # rooms the agent never joined
     stuck_sessions: 0                             # agent sessions counted stuck
+    session_events_unsent: 0                      # "failed to send session event" (agent log)
     memory_growth_per_worker_bytes: 100_000_000   # worker RSS, end of run minus start, max
 
 Every key but `version` is optional; each given limit is a maximum. A value with no data (no
@@ -28,7 +29,8 @@ from lkrig_instrument import names
 from rig.promapi import Prometheus
 
 KEYS = ("scheduling_errors_per_1k_turns", "turn_latency_p95_seconds", "dead_air_rate",
-        "rooms_without_agent", "stuck_sessions", "memory_growth_per_worker_bytes")
+        "rooms_without_agent", "stuck_sessions", "session_events_unsent",
+        "memory_growth_per_worker_bytes")
 
 
 class SloError(ValueError):
@@ -107,6 +109,7 @@ def evaluate(slo: Slo, prom: Prometheus, t0: float, t1: float) -> list[dict[str,
          lambda n: n / caller_turns if caller_turns else None, f"of {caller_turns:g} caller turns"),
         ("rooms_without_agent", names.CALLER_ROOMS_WITHOUT_AGENT.name, lambda n: n, "rooms"),
         ("stuck_sessions", names.STUCK_SESSIONS.name, lambda n: n, "sessions"),
+        ("session_events_unsent", names.SESSION_EVENTS_UNSENT.name, lambda n: n, "session events"),
     ]
     for key, metric, value, what in counts:
         if key in lim:

@@ -1,6 +1,6 @@
 """A sweep's grid, each cell's measurement and the sweep's outputs (table, CSV, plots).
 
-A cell is one headless Locust run (scenario x latency profile x users) against a stack that
+A cell is one headless Locust run (scenario x latency profile x network x users) against a stack that
 serves every cell. Its counts are differences: the agents' counters settled after the cell minus
 settled before it (reconcile.settle), and the cell's own Locust master (a new one per cell: its
 stats and its caller metrics start at zero).
@@ -30,14 +30,16 @@ class Cell:
     scenario: str
     profile: str
     users: int
+    network: str = "perfect"  # the callers' (loadgen/networks)
 
     @property
     def label(self) -> str:
-        return f"{self.scenario}\n{self.profile}, {self.users} users"
+        return f"{self.scenario}\n{self.profile}, {self.network}, {self.users} users"
 
 
-def grid(scenarios: list[str], profiles: list[str], users: list[int]) -> list[Cell]:
-    return [Cell(s, p, u) for s, p, u in itertools.product(scenarios, profiles, users)]
+def grid(scenarios: list[str], profiles: list[str], users: list[int],
+         networks: tuple[str, ...] = ("perfect",)) -> list[Cell]:
+    return [Cell(s, p, u, n) for s, p, n, u in itertools.product(scenarios, profiles, networks, users)]
 
 
 @dataclass
@@ -137,7 +139,7 @@ LEGEND = ("Errors: agent-side speech scheduling errors per 1000 agent turns (cou
 def table(cells: list[Measured]) -> Table:
     """One row per cell: conversations, turns, errors per 1k turns by kind (and count), p95."""
     kinds = _kinds_shown(cells)
-    head = ["scenario", "profile", "users", "conversations by outcome", "turns (Locust / agent)",
+    head = ["scenario", "profile", "network", "users", "conversations by outcome", "turns (Locust / agent)",
             *[f"{k} /1k turns" for k in kinds], "all errors /1k turns", "turn latency p95 (s)"]
     rows = []
     for c in cells:
@@ -146,7 +148,7 @@ def table(cells: list[Measured]) -> Table:
             n = sum(c.errors.values()) if kind is None else c.errors.get(kind, 0.0)
             return "n/a" if r is None else f"{num(r, 1)} ({n:g})"
         p95 = "n/a" if c.turn_latency_p95_s is None else num(c.turn_latency_p95_s, 2)
-        cols = [c.cell.scenario, c.cell.profile, str(c.cell.users), _outcomes(c) or "none",
+        cols = [c.cell.scenario, c.cell.profile, c.cell.network, str(c.cell.users), _outcomes(c) or "none",
                 f"{c.turns_locust} / {c.turns_agent:g}", *[rate(k) for k in kinds], rate(None), p95]
         if not c.ok:
             cols[0] += " (FAILED)"
@@ -155,7 +157,7 @@ def table(cells: list[Measured]) -> Table:
 
 
 def _notes(cells: list[Measured]) -> list[str]:
-    return [f"{c.cell.scenario} / {c.cell.profile} / {c.cell.users} users: {n}"
+    return [f"{c.cell.scenario} / {c.cell.profile} / {c.cell.network} / {c.cell.users} users: {n}"
             for c in cells for n in c.notes]
 
 
@@ -164,7 +166,7 @@ def markdown_table(cells: list[Measured]) -> str:
     return render("sweep_table.md.j2", table=table(cells), legend=LEGEND, notes=_notes(cells))
 
 
-CSV_FIELDS = ["scenario", "profile", "users", "ok", "t0", "t1", "conversations",
+CSV_FIELDS = ["scenario", "profile", "network", "users", "ok", "t0", "t1", "conversations",
               "conversations_by_outcome", "turns_locust", "turns_locust_failed", "turns_agent",
               *[f"errors_{k}" for k in KINDS], "errors_total", *[f"{k}_per_1k_turns" for k in KINDS],
               "total_per_1k_turns", "turn_latency_p95_seconds", "notes"]
@@ -176,7 +178,8 @@ def write_csv(cells: list[Measured], path: Path) -> None:
         w.writeheader()
         for c in cells:
             row: dict[str, Any] = {
-                "scenario": c.cell.scenario, "profile": c.cell.profile, "users": c.cell.users,
+                "scenario": c.cell.scenario, "profile": c.cell.profile, "network": c.cell.network,
+                "users": c.cell.users,
                 "ok": int(c.ok), "t0": f"{c.t0:.3f}", "t1": f"{c.t1:.3f}",
                 "conversations": sum(c.conversations.values()),
                 "conversations_by_outcome": ";".join(f"{k}={v}" for k, v in sorted(c.conversations.items())),

@@ -1,6 +1,6 @@
 """`rig sweep`: a grid of short headless runs, and per cell the scheduling-error rate by kind.
 
-Every combination of --scenarios x --profiles x --users is one cell: a headless Locust run of
+Every combination of --scenarios x --profiles x --networks x --users is one cell: a headless run of
 --duration against one stack for the whole grid: a native one started for it (livekit-server,
 Prometheus, N agent workers), or with --compose a `docker compose up` project, used as it is.
 Per cell: errors per 1000 agent turns by kind, turns, conversations by outcome and the callers'
@@ -21,7 +21,7 @@ from rig.backends.base import LoadSpec
 from rig.backends.containers import ComposeStackError
 from rig.console import EXIT_USAGE, err, out, run_then_tear_down
 from rig.loadrun import load_run
-from rig.run_cmd import check_load, check_scenario
+from rig.run_cmd import check_load, check_network, check_scenario
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -31,6 +31,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="agent scenarios, comma-separated (agent/scenarios)")
     p.add_argument("--profiles", default="typical", metavar="P1,P2",
                    help="latency profiles, comma-separated (agent/profiles; default typical)")
+    p.add_argument("--networks", default="perfect", metavar="N1,N2",
+                   help="the callers' networks, comma-separated (loadgen/networks; default perfect)")
     p.add_argument("--users", default="4", metavar="U1,U2",
                    help="callers per cell, comma-separated (default 4)")
     p.add_argument("--duration", default="60s", metavar="D", help="run time of each cell (default 60s)")
@@ -65,13 +67,16 @@ def _validate(args: argparse.Namespace) -> tuple[float, list[sweep.Cell]]:
     profile_list = _names(args.profiles, "--profiles")
     for p in profile_list:
         latency.load(p)  # ProfileError names the file and field
+    network_list = _names(args.networks, "--networks")
+    for n in network_list:
+        check_network(n, "--networks:")
     users: list[int] = []
     for u in _names(args.users, "--users"):
         if not u.isdigit() or int(u) < 1:
             raise ValueError(f"--users {args.users}: {u!r} is not a whole number of callers >= 1")
         users.append(int(u))
     backends.check_arguments(args)
-    return duration, sweep.grid(scenario_list, profile_list, users)
+    return duration, sweep.grid(scenario_list, profile_list, users, tuple(network_list))
 
 
 def main(args: argparse.Namespace) -> int:
@@ -99,10 +104,11 @@ def main(args: argparse.Namespace) -> int:
     def body() -> int:
         out(f"rig sweep: {backend.start()}")
         for i, cell in enumerate(cells, 1):
-            name = f"{i:02d}-{cell.scenario}-{cell.profile}-{cell.users}u"
-            out(f"rig sweep: cell {i}/{len(cells)}: {cell.scenario}, {cell.profile}, {cell.users} users")
+            name = f"{i:02d}-{cell.scenario}-{cell.profile}-{cell.network}-{cell.users}u"
+            out(f"rig sweep: cell {i}/{len(cells)}: {cell.scenario}, {cell.profile}, {cell.network},"
+                f" {cell.users} users")
             spec = LoadSpec(cell.users, args.spawn_rate, duration, cell.scenario, cell.profile, args.script,
-                            call_gap=args.call_gap, seed=args.seed + 10_000 * i)
+                            call_gap=args.call_gap, seed=args.seed + 10_000 * i, network=cell.network)
             o = load_run(backend, folder / "cells" / name, spec, lambda m: None)
             m = sweep.measure(cell, o.result, o.growth, o.t0, o.t1, o.problems)
             done.append(m)

@@ -8,12 +8,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -166,3 +168,28 @@ def synthetic_prometheus(tmp: Path, prom_port: int, exporter_port: int) -> Itera
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
+
+
+def clean_drain(run: dict[str, Any], victim_log: list[str]) -> str:
+    """Assert what a drain-agent fault of `rig run` promises, from its run.json and the drained
+    worker's log lines (livekit-agents' JSON records): it met conversations, the worker took no
+    new job once draining, and it exited on its own within the grace (no SIGKILL). Says how."""
+    assert [f["name"] for f in run["faults"]] == ["drain-agent", "drain-agent:restarted"], run["faults"]
+    drain = run["faults"][0]
+    m = re.match(r"^\S+ \(\S+ ?\S*, ([\d.]+) sessions, [\d.]+ turns counted\) SIGTERM, gone after"
+                 r" ([\d.]+) s \(exit code (-?\d+)\)$", drain["detail"])
+    assert m, drain
+    sessions, took, code = float(m.group(1)), float(m.group(2)), int(m.group(3))
+    assert sessions >= 1 and code == 0 and not drain.get("forced"), drain
+    said: dict[str, list[float]] = {}
+    for line in victim_log:
+        record = json.loads(line) if line.startswith("{") else {}
+        if record.get("message") in ("draining worker", "received job request"):
+            at = datetime.fromisoformat(record["timestamp"]).timestamp()
+            said.setdefault(record["message"], []).append(at)
+    gone = drain["at"] + took
+    [began] = [t for t in said["draining worker"] if drain["at"] - 1 <= t <= gone]
+    # one second for a request livekit-server sent before it saw the worker unavailable
+    assert [t for t in said["received job request"] if began + 1.0 < t <= gone] == [], said
+    assert any(t < began for t in said["received job request"]), said
+    return f"held {sessions:g} sessions, exited {took:.1f} s after SIGTERM"

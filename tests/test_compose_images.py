@@ -32,7 +32,7 @@ from typing import Any
 import pytest
 from dockerengine import compose, compose_argv, import_standins, private_engine, run_in
 from lkrig_instrument import names
-from stackutil import REPO, RIG, rig_env, wait_until
+from stackutil import REPO, RIG, clean_drain, rig_env, wait_until
 
 from rig import envfile, paths, promapi, reconcile
 from rig.backends.containers import PROJECT_LABEL
@@ -204,6 +204,20 @@ def test_fix_run_passes_the_default_slo(stack: Stack) -> None:
     assert run["slo"] and all(v["ok"] for v in run["slo"]), run["slo"]
     assert run["run"]["turns"] > 0
     assert rc == 0
+
+
+def test_a_drained_agent_container_takes_no_new_job_and_exits_within_its_grace(stack: Stack) -> None:
+    """drain-agent on the compose stack, as natively (tests/test_run_soak.py): SIGTERM through
+    the container's init, the worker drains, exits on its own, and the container starts again."""
+    run, rc = _run(stack, "drain", "--duration", "45s", "--scenario", "fix_filler_in_on_enter",
+                   "--fault", "drain-agent@12s:grace=60s")
+    assert not run["problems"], run["problems"]
+    victim = next(c for c in stack.containers("agent") if c.short_id in run["faults"][0]["detail"])
+    said = clean_drain(run, victim.logs(since=int(run["run"]["t0"])).decode(errors="replace").splitlines())
+    checks = {c["name"]: c for c in run["reconciliation"]}
+    assert "turns: agent == Locust" in checks and all(c["ok"] for c in checks.values()), checks
+    assert rc == 0
+    print(f"compose drain: {victim.name} {said}")
 
 
 def test_sweep_on_the_compose_stack_measures_each_cell(stack: Stack) -> None:

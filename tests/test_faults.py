@@ -33,6 +33,8 @@ def test_slow_provider_arguments() -> None:
     f = faults.parse("slow-provider@0s:+1.5")  # a bare number is milliseconds
     assert (f.add_ms, f.components, f.lasts) == (1.5, ("llm_ttft",), None)
     assert faults.parse("partition-agent@1s:for=2m").lasts == 120.0
+    assert faults.parse("drain-agent@1s:grace=45s").grace == 45.0
+    assert faults.parse("drain-agent@1s").grace is None  # the stack's own (Backend.drain_grace)
 
 
 @pytest.mark.parametrize("spec, said", [
@@ -44,6 +46,8 @@ def test_slow_provider_arguments() -> None:
     ("slow-provider@1s:+80ms:gpu", "unknown argument 'gpu'"),
     ("partition-agent@1s", "say how long the partition lasts"),
     ("partition-agent@1s:20s", "unknown argument '20s'; expected for=DURATION"),
+    ("drain-agent@1s:60s", "unknown argument '60s'; expected grace=DURATION"),
+    ("drain-agent@1s:grace=soon", "'soon' is not a duration"),
 ])
 def test_a_bad_spec_is_one_error_naming_it(spec: str, said: str) -> None:
     with pytest.raises(faults.FaultError) as e:

@@ -136,7 +136,7 @@ def _free_port() -> int:
 
 
 def test_metrics_from_two_workers_add_up_on_the_master_and_use_only_registered_names() -> None:
-    lab = {"scenario": "seed", "profile": "fast"}
+    lab = {"scenario": "seed", "profile": "fast", "network": "4g"}
     workers = [metrics.Recorder(), metrics.Recorder()]
     latencies = [[0.02, 0.4, 1.2], [0.4, 25.0]]  # below the first bucket and above the last too
     agg = metrics.Aggregate()
@@ -246,7 +246,7 @@ def test_the_master_serves_posted_fault_events_and_the_run_and_refuses_bad_ones(
 
 
 def test_a_prepared_run_serves_every_caller_series_at_zero_until_calls_report() -> None:
-    lab = {"scenario": "seed", "profile": "fast"}
+    lab = {"scenario": "seed", "profile": "fast", "network": "4g"}
     agg = metrics.Aggregate()
     agg.prepare(**lab)
 
@@ -277,7 +277,7 @@ def test_a_prepared_run_serves_every_caller_series_at_zero_until_calls_report() 
 
 def test_a_worker_that_stops_reporting_no_longer_counts_as_active_callers(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    lab = {"scenario": "seed", "profile": "fast"}
+    lab = {"scenario": "seed", "profile": "fast", "network": "4g"}
     rec, agg = metrics.Recorder(), metrics.Aggregate()
     rec.gauge_add(names.CALLERS_ACTIVE, 4, **lab)
     agg.merge("w0", rec.drain())

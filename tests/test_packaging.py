@@ -366,7 +366,7 @@ def test_dashboards_pass_the_static_checks() -> None:
     d = json.loads(DASHBOARD.read_text())
     assert d["title"] == "Speech scheduling under load"
     assert {v["name"] for v in d["templating"]["list"]} == {
-        "datasource", "scenario", "profile", "agents_version", "worker"
+        "datasource", "scenario", "profile", "network", "agents_version", "worker"
     }
     assert _variable(d, "datasource")["type"] == "datasource"
     assert _variable(d, "worker")["query"] == "label_values(lk_agents_worker_load, worker)"

@@ -373,3 +373,23 @@ def test_the_explained_errors_table_is_rig_explains_reading_of_the_agents_logs()
     assert run_cmd.explain_logs([]) == [] and report.explained_table([]).rows == []
     with pytest.raises(report.ReportError, match=r"explained\[0\]"):
         report.validate([], None, [{"kind": "draining"}])
+
+
+def test_the_error_lines_table_lists_the_unexplained_first_with_a_sample() -> None:
+    """`rig run`'s accounting of the agents' ERROR lines (rig.errorlines) in the report: each
+    unexplained group with its logger, count, first time and sample, then each reason's count."""
+    from test_errorlines import FAULTS, T0, record
+
+    from rig import errorlines
+
+    lines = [record(T0 + 101, "ERROR", "livekit", "resuming connection failed"),
+             record(T0 + 230, "ERROR", "agent.worker", "bad job metadata\nTraceback: the rest")]
+    result = errorlines.account(*errorlines.error_lines(lines), FAULTS)
+    table = report.error_lines_table(result)
+    assert table.rows == [
+        ["unexplained", "agent.worker", "bad job metadata", "1", report.utc(T0 + 230),
+         "bad job metadata\nTraceback: the rest"],
+        ["accounted for", "", "during kill-agent (agent-0)", "1", "", ""]]
+    assert report.error_lines_table({"accounted": {}, "unexplained": []}).rows == []
+    with pytest.raises(report.ReportError, match="error_lines: expected"):
+        report.validate([], None, None, {"accounted": {}, "unexplained": [{"logger": "x"}]})

@@ -287,6 +287,33 @@ def test_a_session_closing_with_a_pending_speech_counts_it_once_with_its_tasks()
     assert got["tasks"] >= 1  # at least the task that ran the session
 
 
+def test_a_session_event_the_framework_cannot_send_is_counted_as_such_and_as_no_error() -> None:
+    """livekit-agents' own SessionHost writing to a room it is not connected to: the failure the
+    soaks logged ("room session transport is closed"), counted once per event by its own metric."""
+    from livekit.agents import AgentSession, utils
+    from livekit.agents.voice.remote_session import RoomSessionTransport, SessionHost
+    from livekit.protocol import agent_pb
+    from lkrig_instrument import LEDGER, instrument
+
+    from livekit import rtc
+
+    async def run() -> tuple[float, int]:
+        probe = instrument(AgentSession(), scenario="soak_unit", profile="none")
+        before = _sample_value(names.SESSION_EVENTS_UNSENT.name, probe.labels)
+        errors = sum(LEDGER.counts.values())
+        host = SessionHost(RoomSessionTransport(rtc.Room()))
+        events = utils.aio.Chan[agent_pb.agent_session.AgentSessionMessage]()
+        for _ in range(2):
+            events.send_nowait(agent_pb.agent_session.AgentSessionMessage())
+        events.close()
+        await host._write_loop(events)
+        return _sample_value(names.SESSION_EVENTS_UNSENT.name, probe.labels) - before, \
+            sum(LEDGER.counts.values()) - errors
+
+    unsent, errors = asyncio.run(run())
+    assert (unsent, errors) == (2, 0)
+
+
 def test_replayed_sessions_export_their_tasks_at_the_end_and_no_unfinished_handle(tmp_path: Path) -> None:
     r = replay(tmp_path, "--scenario", "fix_say_before_handoff", "--profile", "fast", "--runs", "3",
                "--time-scale", "10", "--concurrency", "3")

@@ -2,9 +2,9 @@
 (livekit-server, a real agent worker, Prometheus, Locust with real WebRTC callers) and writes
 the error rate by kind per cell as a table (Markdown, CSV) and plots (SVG, HTML).
 
-Two cells, seed against fix_filler_in_on_enter on the `fast` profile with 3 callers: the seed's
-undelayed filler is refused as `draining` in every conversation that reaches the tool, the fix
-never is. Port offset 14000: its UDP range (64000-64999) and TCP ports meet no other test's.
+Two cells, seed against fix_filler_in_on_enter on the `fast` profile with 3 callers on the `4g`
+network: the seed's undelayed filler is refused as `draining` in every conversation that reaches
+the tool, the fix never is. Port offset 14000: its UDP range (64000-64999) and TCP ports meet no other test's.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ def test_histogram_quantile_interpolates_within_the_bucket_like_prometheus() -> 
     (["--scenarios", "seed,sede"], "--scenarios: sede: no such scenario; available:"),
     (["--scenarios", "seed", "--users", "3,x"], "--users 3,x: 'x' is not a whole number of callers"),
     (["--scenarios", "seed", "--profiles", "fast,quick"], "quick.yaml: no such latency profile"),
+    (["--scenarios", "seed", "--networks", "4g,5g"], "--networks: 5g: no such network profile; available:"),
 ])
 def test_bad_input_exits_2_before_anything_starts(tmp_path: Path, args: list[str], said: str) -> None:
     out = tmp_path / "out"
@@ -64,7 +65,8 @@ def test_two_cell_sweep_seed_drains_and_the_fix_does_not(tmp_path: Path) -> None
     t = time.monotonic()
     proc = subprocess.run(
         [str(RIG), "sweep", "--scenarios", "seed,fix_filler_in_on_enter", "--profiles", "fast",
-         "--users", "3", "--duration", "25s", "--call-gap", "3", "--agents", "1", "--out", str(tmp_path),
+         "--networks", "4g", "--users", "3", "--duration", "25s", "--call-gap", "3", "--agents", "1",
+         "--out", str(tmp_path),
          "--env-file", str(tmp_path / ".env"), "--port-offset", str(OFFSET)],
         capture_output=True, text=True, timeout=280, env=rig_env(), cwd=REPO)
     elapsed = time.monotonic() - t
@@ -76,7 +78,7 @@ def test_two_cell_sweep_seed_drains_and_the_fix_does_not(tmp_path: Path) -> None
     assert set(rows) == {"seed", "fix_filler_in_on_enter"}
     seed, fix = rows["seed"], rows["fix_filler_in_on_enter"]
     for r in (seed, fix):
-        assert r["ok"] == "1" and not r["notes"], r
+        assert r["ok"] == "1" and not r["notes"] and r["network"] == "4g", r
         assert int(r["turns_locust"]) >= 2 and float(r["turns_agent"]) == int(r["turns_locust"]), r
         assert int(r["conversations"]) >= 1 and float(r["turn_latency_p95_seconds"]) > 0, r
     # The measurement: the seed's filler is refused as draining, the fix's never.
@@ -90,7 +92,7 @@ def test_two_cell_sweep_seed_drains_and_the_fix_does_not(tmp_path: Path) -> None
     md = {r["scenario"]: r for r in _markdown_rows((tmp_path / "sweep.md").read_text())}
     for name, r in rows.items():
         m = md[name]
-        assert m["profile"] == "fast" and m["users"] == "3"
+        assert m["profile"] == "fast" and m["network"] == "4g" and m["users"] == "3"
         assert m["turns (Locust / agent)"] == f"{r['turns_locust']} / {r['turns_agent']}"
         rate, count = re.fullmatch(r"([\d.]+) \((\d+)\)", m["draining /1k turns"]).groups()  # type: ignore[union-attr]
         assert float(rate) == pytest.approx(float(r["draining_per_1k_turns"]), abs=0.05)

@@ -26,7 +26,7 @@ from typing import Any
 
 from . import capabilities, names, process_sampler, prom
 from .ledger import CURRENT_OWNER, LEDGER, Labels
-from .taxonomy import FILLER_DROPPED, TOOL_FAILED
+from .taxonomy import FILLER_DROPPED, SESSION_EVENT_UNSENT, TOOL_FAILED
 
 log = logging.getLogger("lkrig.instrument")
 
@@ -47,6 +47,10 @@ class _LogTap(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         try:
             message = record.getMessage()
+            if message == SESSION_EVENT_UNSENT:  # not a scheduling error: a metric of its own
+                owner = CURRENT_OWNER.get()
+                prom.inc(names.SESSION_EVENTS_UNSENT, getattr(owner, "labels", None) or LEDGER.default_labels)
+                return
             exc = record.exc_info[1] if record.exc_info else None
             if exc is not None:
                 if TOOL_FAILED in message:

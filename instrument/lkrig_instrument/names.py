@@ -46,11 +46,12 @@ TASK_PHASES = ("running", "end")  # sampled while a session runs; once when it c
 TURN_STAGES = ("e2e", "llm_ttft", "tts_ttfb", "end_of_turn", "transcription")
 
 AGENT_LABELS = ("scenario", "profile", "agents_version")
-CALLER_LABELS = ("scenario", "profile")
+CALLER_LABELS = ("scenario", "profile", "network")
 # Labels whose values no tuple here lists, and what keeps each bounded (one series per value).
 OPEN_LABELS: dict[str, str] = {
     "scenario": "a file name in `agent/scenarios/` (or `byo`, or a user's own `LKRIG_SCENARIO`)",
     "profile": "a file name in `agent/profiles/` (or `none`)",
+    "network": "a file name in `loadgen/networks/` (the callers' network impairment; `perfect`: none)",
     "agents_version": "the livekit-agents version running",
     "target": "the agent worker a fault hit (its name), `all-agents` or `livekit`",
 }
@@ -138,6 +139,10 @@ SESSIONS_ENDED = Metric(
     "lkrig_agent_sessions_ended_total", "counter",
     "AgentSessions ended, by outcome.", ("outcome", *AGENT_LABELS),
     values={"outcome": SESSION_OUTCOMES})
+SESSION_EVENTS_UNSENT = Metric(
+    "lkrig_agent_session_events_unsent_total", "counter",
+    "Session events livekit-agents failed to write to the room for a remote session"
+    " (\"failed to send session event\"; the rig's agent hosts none).", AGENT_LABELS)
 STUCK_SESSIONS = Metric(
     "lkrig_agent_stuck_sessions_total", "counter",
     "Sessions in which an AgentTask did not hand back, or a speech did not finish, within the "
@@ -177,7 +182,8 @@ SPEECH_HANDLES_UNFINISHED = Metric(
 
 CALLER_TURN_LATENCY = Metric(
     "lkrig_caller_turn_latency_seconds", "histogram",
-    "Caller-measured end of utterance to first agent audio.", CALLER_LABELS, "caller")
+    "Caller-measured end of utterance to first agent audio (less the delay the network profile "
+    "added on the way to the agent and back).", CALLER_LABELS, "caller")
 CALLER_SILENCE_GAP = Metric(
     "lkrig_caller_silence_gap_seconds", "histogram",
     "Caller-measured silence between two agent utterances in one turn (filler end to answer).",

@@ -15,6 +15,8 @@ NOT_RUNNING = "the scheduling_task is not running"
 TASK_UNFINISHED = "The asyncio.Task finished before"
 FILLER_DROPPED = "filler stopped on an error"
 TOOL_FAILED = "exception occurred while executing tool"
+# livekit-agents voice/remote_session.py, when a session event cannot be written to the room
+SESSION_EVENT_UNSENT = "failed to send session event"
 # ends the draining and the not-running messages from 1.4.3 on, when refused speech started to be
 # interrupted (see rig/explain_table.py for the lines); its absence dates a message
 CANCELLED_SUFFIX = ", the speech will be cancelled"

@@ -107,6 +107,11 @@ type op struct {
 	Topic      string  `json:"topic"`
 	Payload    string  `json:"payload"`
 	StatsEvery float64 `json:"stats_every"`
+	// join only: the call's network impairment (absent: none), a tx/rx event per RTP packet,
+	// and listening to every participant's audio (a stand-in agent hearing its caller)
+	Network   *netProfile `json:"network"`
+	Trace     bool        `json:"trace"`
+	ListenAll bool        `json:"listen_all"`
 }
 
 func (e *engine) call(id string) *call {
@@ -118,7 +123,15 @@ func (e *engine) call(id string) *call {
 func (e *engine) handle(o op) {
 	switch o.Op {
 	case "join":
+		if o.Network != nil {
+			if err := o.Network.validate(); err != nil {
+				e.emit(map[string]any{"ev": "join_failed", "id": o.ID, "step": "bad_network",
+					"error": fmt.Sprintf("network %q: %v", o.Network.Name, err)})
+				return
+			}
+		}
 		c := newCall(e, o.ID)
+		c.net, c.trace, c.all = o.Network, o.Trace, o.ListenAll
 		e.mu.Lock()
 		if _, dup := e.calls[o.ID]; dup {
 			e.mu.Unlock()

@@ -216,6 +216,12 @@ type streamClock struct {
 }
 
 func (c *streamClock) at(arrival, position float64) float64 {
+	c.observe(arrival, position)
+	return c.base() + position
+}
+
+// observe: a packet at stream `position` arrived at `arrival`.
+func (c *streamClock) observe(arrival, position float64) {
 	off := arrival - position
 	for len(c.offsets) > 0 && c.offsets[len(c.offsets)-1].db >= off {
 		c.offsets = c.offsets[:len(c.offsets)-1]
@@ -224,5 +230,7 @@ func (c *streamClock) at(arrival, position float64) float64 {
 	for c.offsets[0].t < arrival-1.0 {
 		c.offsets = c.offsets[1:]
 	}
-	return c.offsets[0].db + position
 }
+
+// base: CLOCK_MONOTONIC of stream position 0 (after at least one observe).
+func (c *streamClock) base() float64 { return c.offsets[0].db }

@@ -25,11 +25,13 @@ class LoadSpec:
     shape: str = "none"
     call_gap: float = 1.0
     seed: int = 1
+    network: str = "perfect"  # loadgen/networks/<network>.yaml: the callers' network impairment
 
     def params(self) -> dict[str, str]:
         """The locustfile's custom parameters, by their web UI names."""
         return {"scenario": self.scenario, "latency_profile": self.profile, "script": self.script,
-                "shape": self.shape, "call_gap": f"{self.call_gap:g}", "seed": str(self.seed)}
+                "shape": self.shape, "call_gap": f"{self.call_gap:g}", "seed": str(self.seed),
+                "network": self.network}
 
 
 class Load(Protocol):
@@ -82,13 +84,18 @@ class Backend(Protocol):
     def logged_errors(self, since: float) -> dict[str, int]:
         """Counted scheduling errors by kind in the agents' logs since `since` (unix seconds)."""
 
+    def log_gap(self, agent: str) -> dict[str, float]:
+        """For an agent a fault just stopped: by kind, the errors it counted in this run whose log
+        lines it never wrote (reconcile.log_gap)."""
+
     def run_info(self) -> dict[str, Any]:
         """What run.json records about this stack."""
 
     # -- the primitives the faults use
-    def stop_service(self, name: str, sig: str, grace: float) -> tuple[str, str, object]:
+    def stop_service(self, name: str, sig: str, grace: float) -> tuple[str, str, object, bool]:
         """Send `sig` ("SIGKILL" or "SIGTERM") to a service, SIGKILL after `grace` seconds; return
-        (its identity, how it ended, a token for start_again)."""
+        (its identity, how it ended, a token for start_again, whether a SIGTERM ran out of grace
+        and became a SIGKILL)."""
 
     def start_again(self, token: object) -> str:
         """Start a stopped service again and wait until it is healthy; say how it went. Call it

@@ -22,13 +22,16 @@ processes' counts over its start (lkrig_instrument.carry).
 
 from __future__ import annotations
 
+import io
 import json
 import posixpath
+import tarfile
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from rig import faults, locust_web, reconcile
+from rig import faults, locust_web, promapi, reconcile
 from rig.backends import containers as ct
 from rig.backends.base import LoadSpec
 
@@ -58,6 +61,8 @@ class ComposeBackend:
         self.drain_grace = drain_grace
         self.restart_timeout = health_timeout
         self.busy: set[str] = set()
+        # when start() ran, and each agent's counted errors then (log_gap counts from there)
+        self.started: tuple[float, dict[str, dict[str, float]]] = (0.0, {})
         self._cut: dict[str, dict[str, list[str]]] = {}  # container name -> {network: aliases}
 
     # -- containers
@@ -102,6 +107,8 @@ class ComposeBackend:
         if active > 0:
             raise ct.ComposeStackError(f"{active:g} agent sessions are active in {self.label}: another"
                                        " load is running; stop it first")
+        self.started = (time.time(), {name: reconcile.errors_of(promapi.scrape(url))
+                                      for name, url in self.agent_metrics().items() if url})
         return (f"{self.label}: Locust {self.locust_url}, Prometheus {self.prometheus_url},"
                 f" {len(self.agents())} agent containers")
 
@@ -175,13 +182,31 @@ class ComposeBackend:
     def logged_errors(self, since: float) -> dict[str, int]:
         return reconcile.logged_errors_in(self.agent_log_lines(since))
 
+    def log_gap(self, agent: str) -> dict[str, float]:
+        """Its folder read out of the stopped container (which keeps it in its layer), less what
+        it had counted when the run started; its log since then."""
+        c = self.client.containers.get(agent)
+        folder = ct.env_of(c).get("PROMETHEUS_MULTIPROC_DIR")
+        if not folder:
+            raise RuntimeError(f"{agent}: no PROMETHEUS_MULTIPROC_DIR in its environment")
+        since, before = self.started
+        with tempfile.TemporaryDirectory(prefix="lkrig-folder-") as tmp:
+            stream, _ = c.get_archive(folder)
+            with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
+                tar.extractall(tmp, filter="data")
+            counted = reconcile.errors_in_folder(Path(tmp) / posixpath.basename(folder.rstrip("/")))
+        counted = {k: v - before.get(agent, {}).get(k, 0.0) for k, v in counted.items()}
+        log = c.logs(since=int(since)) if since else c.logs()  # not started: its whole life
+        logged = reconcile.logged_errors_in(log.decode(errors="replace").splitlines())
+        return reconcile.log_gap(counted, logged)
+
     def run_info(self) -> dict[str, Any]:
         return {"compose_project": self.project, "agents": len(self.agents()),
                 "loadgen_workers": len(self.containers("locust-worker"))}
 
     # -- the primitives the faults use
 
-    def stop_service(self, name: str, sig: str, grace: float) -> tuple[str, str, object]:
+    def stop_service(self, name: str, sig: str, grace: float) -> tuple[str, str, object, bool]:
         c = self.client.containers.get(name)
         before = c.attrs["State"]["StartedAt"]
         c.kill(sig)
@@ -197,7 +222,7 @@ class ComposeBackend:
             how = "already running again: its restart policy or someone else started it"
         else:
             how = f"exit code {state['ExitCode']}"
-        return c.short_id, how + killed, (c.id, c.name, before)
+        return c.short_id, how + killed, (c.id, c.name, before), bool(killed)
 
     def start_again(self, token: object) -> str:
         container_id, name, started_at = token  # type: ignore[misc]

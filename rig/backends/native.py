@@ -93,6 +93,12 @@ class NativeBackend:
     def logged_errors(self, since: float) -> dict[str, int]:
         return reconcile.logged_errors_in(self.agent_log_lines(since))
 
+    def log_gap(self, agent: str) -> dict[str, float]:
+        # A native stack lives for one command: its folders and logs hold this run alone.
+        endpoint = next(a for a in self.info.agents if a.name == agent)
+        return reconcile.log_gap(reconcile.errors_in_folder(Path(endpoint.multiproc_dir)),
+                                 reconcile.logged_errors([Path(self.info.logs_dir) / f"{agent}.log"]))
+
     def run_info(self) -> dict[str, Any]:
         # every process this command started, to check that none outlives it
         if self.stack.info is None:
@@ -105,12 +111,15 @@ class NativeBackend:
 
     # -- the primitives the faults use
 
-    def stop_service(self, name: str, sig: str, grace: float) -> tuple[str, str, object]:
+    def stop_service(self, name: str, sig: str, grace: float) -> tuple[str, str, object, bool]:
         popen = self.stack.service(name).popen
         assert popen is not None
         left = self.stack.kill_service(name, signal.Signals[sig], grace)
-        how = f"left: {left}" if left else f"exit code {popen.poll()}"
-        return f"pid {popen.pid}", how, name
+        code = popen.poll()
+        forced = sig != "SIGKILL" and (bool(left) or code == -signal.SIGKILL)
+        how = f"left: {left}" if left else f"exit code {code}"
+        return (f"pid {popen.pid}", how + (f"; still running after {grace:g} s: SIGKILL" if forced else ""),
+                name, forced)
 
     def start_again(self, token: object) -> str:
         took = self.stack.restart_service(str(token))

@@ -23,7 +23,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 
 NAMES = metric_names.load_names()
 # One value for each open label (names.OPEN_LABELS); label_sets says which one is missing.
-OPEN_VALUES = {"scenario": "seed", "profile": "fast", "agents_version": "1.8.9", "target": "agent-0"}
+OPEN_VALUES = {"scenario": "seed", "profile": "fast", "network": "perfect", "agents_version": "1.8.9",
+               "target": "agent-0"}
 
 
 def build(registry: CollectorRegistry) -> list[tuple[Any, list[dict[str, str]], str]]:
