@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -109,3 +110,22 @@ def grafana_standin_dir() -> Path:
     if shutil.which("node") is None:
         raise ToolMissing("node is not on PATH (the stand-in's driver runs on it): install Node.js 20+")
     return d
+
+
+HELM_SETUP = REPO / "scripts" / "setup.d" / "45-helm.sh"
+
+
+def helm_bin() -> Path:
+    """helm built from its Go module at the version HELM_SETUP pins (its one place), cached per
+    version by that script."""
+    pin = re.search(r'^HELM_VERSION="(v[0-9][0-9.]*)"$', HELM_SETUP.read_text(), re.MULTILINE)
+    if pin is None:
+        raise ToolMissing(f'{HELM_SETUP} has no HELM_VERSION="vX.Y.Z" line')
+    cache = Path(envnames.get("LKRIG_CACHE") or Path.home() / ".cache" / "lkrig")
+    binary = cache / "helm" / pin[1] / "helm"
+    if not (binary.is_file() and os.access(binary, os.X_OK)):
+        raise ToolMissing(
+            f"helm {pin[1]} is not built (expected {binary}): run `bash scripts/setup.d/45-helm.sh`"
+            " (or `bash scripts/setup`, which runs it)"
+        )
+    return binary
