@@ -162,7 +162,10 @@ def resolve_variables(
             problems.append(f"variable ${name}: {answer.get('error')}")
             continue
         live = sorted({s["metric"].get(label, "") for s in answer["data"]["result"]} - {""})
-        if not live:
+        queried = re.findall(r'"expr": ("(?:[^"\\]|\\.)*")', json.dumps(dashboard.get("panels") or []))
+        if not live and not any(f in e for e in queried for f in (f"${name}", f"${{{name}", f"[[{name}")):
+            values[name] = ".*"  # no query checked here reads it (agent panels, a stack without callers)
+        elif not live:
             problems.append(f"variable ${name}: no live values of label {label!r} in {selector}")
             values[name] = "__no_value__"
         elif name in pinned:
