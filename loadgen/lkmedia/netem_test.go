@@ -5,6 +5,7 @@ package main
 
 import (
 	"math"
+	"slices"
 	"sort"
 	"sync"
 	"testing"
@@ -150,21 +151,9 @@ func TestNetemJitterReordersPacketsAndNoJitterDoesNot(t *testing.T) {
 		}
 		got = append(got, d.item)
 	}
-	if want := []int{1, 3, 2, 0}; !equalInts(got, want) {
+	if want := []int{1, 3, 2, 0}; !slices.Equal(got, want) {
 		t.Errorf("delay line order %v, want %v", got, want)
 	}
-}
-
-func equalInts(a, b []int) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
 
 func TestNetemBandwidthCapPacesAndDropsAtTheQueueLimit(t *testing.T) {
@@ -324,14 +313,14 @@ func TestReorderBufferDeliversInSequenceAndConcealsAGap(t *testing.T) {
 		r.insert(mk(seq), t0.Add(time.Duration(i)*time.Millisecond))
 		r.drain(t0.Add(time.Duration(i)*time.Millisecond), hold, decode, conceal)
 	}
-	if want := []uint16{65530, 65531, 65532, 65533}; !equalU16(got, want) {
+	if want := []uint16{65530, 65531, 65532, 65533}; !slices.Equal(got, want) {
 		t.Fatalf("before the hold: %v, want %v", got, want)
 	}
 	if at, ok := r.deadline(hold); !ok || !at.Equal(t0.Add(4*time.Millisecond+hold)) {
 		t.Fatalf("deadline %v %v", at, ok)
 	}
 	r.drain(t0.Add(100*time.Millisecond), hold, decode, conceal)
-	if want := []uint16{65530, 65531, 65532, 65533, 65535, 0, 1}; !equalU16(got, want) {
+	if want := []uint16{65530, 65531, 65532, 65533, 65535, 0, 1}; !slices.Equal(got, want) {
 		t.Fatalf("after the hold: %v, want %v", got, want)
 	}
 	if len(gaps) != 1 || gaps[0] != [2]int{1, 65535} {
@@ -341,16 +330,4 @@ func TestReorderBufferDeliversInSequenceAndConcealsAGap(t *testing.T) {
 	if r.late != 1 || len(r.buf) != 0 {
 		t.Fatalf("a late packet was kept (late %d, buffered %d)", r.late, len(r.buf))
 	}
-}
-
-func equalU16(a, b []uint16) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
