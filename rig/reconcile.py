@@ -53,23 +53,25 @@ class AgentTotals:
     turns: float
     errors: dict[str, float]
     sessions_active: float
+    interrupted: float = 0.0  # speech handles interrupted after they were scheduled
 
     def minus(self, before: AgentTotals) -> AgentTotals:
         """The growth since `before` (a stack that counted before the run)."""
         errors = {k: v - before.errors.get(k, 0.0) for k, v in self.errors.items()}
         return AgentTotals(self.turns - before.turns, {k: v for k, v in errors.items() if v},
-                           self.sessions_active)
+                           self.sessions_active, self.interrupted - before.interrupted)
 
 
 def agent_totals(metrics_urls: list[str]) -> AgentTotals:
-    turns = active = 0.0
+    turns = active = interrupted = 0.0
     errors: Counter[str] = Counter()
     for url in metrics_urls:
         m = promapi.scrape(url)
         turns += promapi.total(m, names.TURNS.name)
         active += promapi.total(m, names.SESSIONS_ACTIVE.name)
+        interrupted += promapi.total(m, names.SPEECHES_DONE.name, outcome="interrupted")
         errors.update(errors_of(m))
-    return AgentTotals(turns, dict(errors), active)
+    return AgentTotals(turns, dict(errors), active, interrupted)
 
 
 def errors_of(samples: promapi.Samples) -> dict[str, float]:

@@ -55,10 +55,17 @@ class Measured:
     errors: dict[str, float]  # by kind, agent-side, over the cell
     turn_latency_p95_s: float | None  # caller-measured, answered turns
     notes: list[str] = field(default_factory=list)
+    # Agent speech cut after it was scheduled: barge-ins the script makes, and false ones that
+    # a lossy network makes (a caller's utterance heard as two turns).
+    interrupted: float = 0.0
 
     def per_1k(self, kind: str | None = None) -> float | None:
         """Errors of one kind (None: all kinds) per 1000 agent turns; None without a turn."""
         n = sum(self.errors.values()) if kind is None else self.errors.get(kind, 0.0)
+        return self.rate(n)
+
+    def rate(self, n: float) -> float | None:
+        """n per 1000 agent turns; None without a turn."""
         return 1000.0 * n / self.turns_agent if self.turns_agent > 0 else None
 
 
@@ -104,7 +111,7 @@ def measure(cell: Cell, result: headless.Result, grown: reconcile.AgentTotals, t
         turns_locust=turns, turns_locust_failed=failed, turns_agent=grown.turns,
         errors=grown.errors,
         turn_latency_p95_s=histogram_quantile(0.95, caller, names.CALLER_TURN_LATENCY.name),
-        notes=list(problems))
+        notes=list(problems), interrupted=grown.interrupted)
     # The sweep measures rather than gates, but a count two sources disagree on is said.
     conv_locust, _ = result.requests("conversation")
     if sum(m.conversations.values()) != conv_locust:
@@ -133,23 +140,26 @@ def _outcomes(c: Measured) -> str:
 
 
 LEGEND = ("Errors: agent-side speech scheduling errors per 1000 agent turns (count in"
-          " parentheses); turn latency: caller-measured, end of utterance to first agent audio.")
+          " parentheses); interrupted speech: the agents' speech handles cut after they were"
+          " scheduled, per 1000 agent turns (the script's barge-ins, and false ones); turn latency:"
+          " caller-measured, end of utterance to first agent audio.")
 
 
 def table(cells: list[Measured]) -> Table:
     """One row per cell: conversations, turns, errors per 1k turns by kind (and count), p95."""
     kinds = _kinds_shown(cells)
     head = ["scenario", "profile", "network", "users", "conversations by outcome", "turns (Locust / agent)",
-            *[f"{k} /1k turns" for k in kinds], "all errors /1k turns", "turn latency p95 (s)"]
+            *[f"{k} /1k turns" for k in kinds], "all errors /1k turns", "interrupted speech /1k turns",
+            "turn latency p95 (s)"]
     rows = []
     for c in cells:
-        def rate(kind: str | None, c: Measured = c) -> str:
-            r = c.per_1k(kind)
-            n = sum(c.errors.values()) if kind is None else c.errors.get(kind, 0.0)
+        def rate(n: float, c: Measured = c) -> str:
+            r = c.rate(n)
             return "n/a" if r is None else f"{num(r, 1)} ({n:g})"
         p95 = "n/a" if c.turn_latency_p95_s is None else num(c.turn_latency_p95_s, 2)
         cols = [c.cell.scenario, c.cell.profile, c.cell.network, str(c.cell.users), _outcomes(c) or "none",
-                f"{c.turns_locust} / {c.turns_agent:g}", *[rate(k) for k in kinds], rate(None), p95]
+                f"{c.turns_locust} / {c.turns_agent:g}", *[rate(c.errors.get(k, 0.0)) for k in kinds],
+                rate(sum(c.errors.values())), rate(c.interrupted), p95]
         if not c.ok:
             cols[0] += " (FAILED)"
         rows.append(cols)
@@ -169,7 +179,8 @@ def markdown_table(cells: list[Measured]) -> str:
 CSV_FIELDS = ["scenario", "profile", "network", "users", "ok", "t0", "t1", "conversations",
               "conversations_by_outcome", "turns_locust", "turns_locust_failed", "turns_agent",
               *[f"errors_{k}" for k in KINDS], "errors_total", *[f"{k}_per_1k_turns" for k in KINDS],
-              "total_per_1k_turns", "turn_latency_p95_seconds", "notes"]
+              "total_per_1k_turns", "speeches_interrupted", "interrupted_per_1k_turns",
+              "turn_latency_p95_seconds", "notes"]
 
 
 def write_csv(cells: list[Measured], path: Path) -> None:
@@ -185,7 +196,8 @@ def write_csv(cells: list[Measured], path: Path) -> None:
                 "conversations_by_outcome": ";".join(f"{k}={v}" for k, v in sorted(c.conversations.items())),
                 "turns_locust": c.turns_locust, "turns_locust_failed": c.turns_locust_failed,
                 "turns_agent": f"{c.turns_agent:g}", "errors_total": f"{sum(c.errors.values()):g}",
-                "total_per_1k_turns": num(c.per_1k(), 6),
+                "total_per_1k_turns": num(c.per_1k(), 6), "speeches_interrupted": f"{c.interrupted:g}",
+                "interrupted_per_1k_turns": num(c.rate(c.interrupted), 6),
                 "turn_latency_p95_seconds": num(c.turn_latency_p95_s, 4), "notes": "; ".join(c.notes)}
             for k in KINDS:
                 row[f"errors_{k}"] = f"{c.errors.get(k, 0.0):g}"

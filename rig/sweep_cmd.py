@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from rig import backends, locust_web, native, paths, sweep
+from rig import backends, locust_web, native, paths, pins, sweep
 from rig.backends.base import LoadSpec
 from rig.backends.containers import ComposeStackError
 from rig.console import EXIT_USAGE, err, out, run_then_tear_down
@@ -98,7 +98,8 @@ def main(args: argparse.Namespace) -> int:
     params: dict[str, Any] = {
         "command": args.command_line, "started": time.time(), "duration_s": duration,
         "script": args.script, "call_gap_s": args.call_gap, "spawn_rate": args.spawn_rate,
-        "agents": args.agents, "loadgen_workers": args.loadgen_workers, "seed": args.seed}
+        "agents": args.agents, "loadgen_workers": args.loadgen_workers, "seed": args.seed,
+        "agents_version": args.agents_version or pins.load()["LIVEKIT_AGENTS_VERSION"]}
     done: list[sweep.Measured] = []
 
     def body() -> int:

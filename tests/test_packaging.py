@@ -385,7 +385,7 @@ def test_dashboards_pass_the_static_checks() -> None:
         ("Errors per 1k turns by scenario, profile and version (recorded, 5 min)",
          "scenario_profile_version_kind:lkrig_speech_scheduling_errors_per_1k_turns:ratio_rate5m"),
         ("Caller turn latency (p50 / p95 / p99)",
-         "scenario_profile:lkrig_caller_turn_latency_seconds:quantile_rate5m"),
+         "scenario_profile_network:lkrig_caller_turn_latency_seconds:quantile_rate5m"),
         ("Agent turn timings, p95 by stage",
          "scenario_profile_version_stage:lkrig_agent_turn_seconds:quantile_rate5m"),
     ):

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from stackutil import REPO, RIG, alive, listening, rig_env
 
-from rig import sweep
+from rig import pins, sweep
 
 OFFSET = 14000
 LIVEKIT_PORT = 7880 + OFFSET
@@ -45,6 +45,9 @@ def test_histogram_quantile_interpolates_within_the_bucket_like_prometheus() -> 
     (["--scenarios", "seed", "--users", "3,x"], "--users 3,x: 'x' is not a whole number of callers"),
     (["--scenarios", "seed", "--profiles", "fast,quick"], "quick.yaml: no such latency profile"),
     (["--scenarios", "seed", "--networks", "4g,5g"], "--networks: 5g: no such network profile; available:"),
+    (["--scenarios", "seed", "--agents-version", "1.0.0"], "--agents-version 1.0.0: "),
+    (["--scenarios", "seed", "--agents-version", "1.3.12", "--compose"],
+     "--agents-version: not with --compose"),
 ])
 def test_bad_input_exits_2_before_anything_starts(tmp_path: Path, args: list[str], said: str) -> None:
     out = tmp_path / "out"
@@ -99,6 +102,9 @@ def test_two_cell_sweep_seed_drains_and_the_fix_does_not(tmp_path: Path) -> None
         assert count == r["errors_draining"]
         p95 = float(r["turn_latency_p95_seconds"])
         assert float(m["turn latency p95 (s)"]) == pytest.approx(p95, abs=0.006)
+        rate, count = re.fullmatch(r"([\d.]+) \((\d+)\)", m["interrupted speech /1k turns"]).groups()  # type: ignore[union-attr]
+        assert count == r["speeches_interrupted"]
+        assert float(rate) == pytest.approx(1000 * int(count) / float(r["turns_agent"]), abs=0.05)
         outcomes = dict(kv.split("=") for kv in r["conversations_by_outcome"].split(";"))
         assert m["conversations by outcome"] == ", ".join(
             f"{k} {v}" for k, v in sorted(outcomes.items(), key=lambda kv: -int(kv[1])))
@@ -115,6 +121,7 @@ def test_two_cell_sweep_seed_drains_and_the_fix_does_not(tmp_path: Path) -> None
     # Each cell's numbers are its own: the two time ranges follow each other without overlap.
     data = json.loads((tmp_path / "sweep.json").read_text())
     c1, c2 = data["cells"]
+    assert data["params"]["agents_version"] == pins.load()["LIVEKIT_AGENTS_VERSION"]
     assert c1["t0"] < c1["t1"] <= c2["t0"] < c2["t1"]
 
     # Nothing is left: every process the sweep started is gone, and its ports are closed.

@@ -6,7 +6,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from rig import pins
 from rig.backends.base import Backend
+from rig.binaries import resolve_agents_python
 from rig.paths import REPO
 from rig.ports import compute_ports
 
@@ -20,15 +22,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"Locust workers (default {DEFAULT_LOADGEN_WORKERS})")
     p.add_argument("--port-offset", type=int, default=DEFAULT_PORT_OFFSET, metavar="K",
                    help="shift every port by K")
+    p.add_argument("--agents-version", metavar="VERSION",
+                   help="livekit-agents version of the agent workers: the main pin (default), the"
+                        " legacy or the middle pin (docker-compose.yml x-versions)")
     p.add_argument("--env-file", type=Path, default=REPO / ".env", help="LiveKit credentials")
     p.add_argument("--compose", nargs="?", const="lkrig", metavar="PROJECT",
                    help="run against the compose project PROJECT (default lkrig), already up, instead"
-                        " of a native stack; --agents, --loadgen-workers and --port-offset do not apply")
+                        " of a native stack; --agents, --agents-version, --loadgen-workers and --port-offset"
+                        " do not apply")
 
 
 def check_arguments(args: argparse.Namespace) -> str:
     """The backend's name ("native" or "compose"); ValueError for options it does not take."""
     if args.compose is not None:
+        if args.agents_version is not None:
+            raise ValueError("--agents-version: not with --compose (its agent image installs the main"
+                             " pin; run the older pins natively)")
         given = [flag for flag, value, default in (
             ("--agents", args.agents, DEFAULT_AGENTS),
             ("--port-offset", args.port_offset, DEFAULT_PORT_OFFSET),
@@ -41,6 +50,7 @@ def check_arguments(args: argparse.Namespace) -> str:
         if value < 1:
             raise ValueError(f"{flag} {value}: must be at least 1")
     compute_ports(args.port_offset, args.agents)  # StackError: an offset out of range
+    resolve_agents_python(args.agents_version, pins.load())  # StackError: not pinned, or no venv
     return "native"
 
 
@@ -54,4 +64,5 @@ def from_arguments(args: argparse.Namespace, run_dir: Path, isolate_agents: bool
     from rig.backends.native import NativeBackend
 
     return NativeBackend(agents=args.agents, loadgen_workers=args.loadgen_workers, run_dir=run_dir,
-                         port_offset=args.port_offset, env_file=args.env_file, isolate_agents=isolate_agents)
+                         port_offset=args.port_offset, env_file=args.env_file, isolate_agents=isolate_agents,
+                         agents_version=args.agents_version)

@@ -20,11 +20,13 @@ class NativeBackend:
     drain_grace = faults.DRAIN_WAIT_S
 
     def __init__(self, *, agents: int, loadgen_workers: int, run_dir: Path, port_offset: int,
-                 env_file: Path, isolate_agents: bool = False) -> None:
-        """isolate_agents: each agent in a cgroup of its own, for cut_network (rig.netcut)."""
+                 env_file: Path, isolate_agents: bool = False, agents_version: str | None = None) -> None:
+        """isolate_agents: each agent in a cgroup of its own, for cut_network (rig.netcut);
+        agents_version: an older livekit-agents pin for the workers (None: the main pin)."""
         self.stack = native.NativeStack(native.NativeOptions(
             agents=agents, loadgen_workers=0, scrape_loadgen=True, run_dir=run_dir,
-            port_offset=port_offset, env_file=env_file, agent_cgroups=isolate_agents))
+            port_offset=port_offset, env_file=env_file, agent_cgroups=isolate_agents,
+            agents_version=agents_version))
         self.loadgen_workers = loadgen_workers
         self.label = "the native stack"
         self.restart_timeout = self.stack.opts.agent_timeout
