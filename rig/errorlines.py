@@ -9,10 +9,14 @@ A line is accounted for when it is
     and was SIGKILLed: `forced` in its record), from the fault's start to
     FAULT_SETTLE_S after its end: what a killed worker, a restarted server or a cut network
     costs, named by the fault;
-  * the LiveKit SDK (logger `livekit`) reporting a data channel "closed unexpectedly" in a room
-    whose job ended within ROOM_END_S after it: livekit-server disconnects the agent as the
-    call's room closes (the caller's DeleteRoom, or the server closing a room its caller left),
-    and the SDK reports the data channels the agent was still using.
+  * the LiveKit SDK (logger `livekit`) failing on a connection whose room's job ended within
+    ROOM_END_S after the line: livekit-server disconnects the agent as the call's room closes
+    (the caller's DeleteRoom, or the server closing a room its caller left). The SDK reports the
+    data channels the agent was still using as "closed unexpectedly", an event it can no longer
+    hand to the closed session ("failed to send dc_event"), and, when the signal stream closes
+    before it has read the server's Leave, tries to resume and then restart the connection
+    ("resuming connection", "restarting connection"), which the server refuses (StateMismatch)
+    or which rejoins a room the job leaves at once.
 Every other ERROR or CRITICAL line, and any raw text that is not a log record but looks like a
 failure (a traceback or a panic printed to stderr), is unexplained: grouped by logger and first
 message line, counted, with a sample, for `rig run`'s check, run.json and the report.
@@ -38,10 +42,12 @@ LEVELS = ("ERROR", "CRITICAL")
 # and the SDK's reconnection attempts to them still fail (seen up to 15 s after a restart).
 FAULT_SETTLE_S = 60.0
 ROOM_END_S = 15.0
-# livekit's Rust SDK (livekit/src/rtc_engine/rtc_session.rs), through livekit.rtc's log forwarding
-CHANNEL_CLOSED = re.compile(r"publisher data channel '\w+' closed unexpectedly")
+# livekit's Rust SDK (livekit/src/rtc_engine/{rtc_session,mod}.rs), through livekit.rtc's log forwarding
+ROOM_ENDING = re.compile(r"publisher data channel '\w+' closed unexpectedly|failed to send dc_event"
+                         r"|(resuming|restarting) connection")
 _RAW_FAILURE = re.compile(r"^Traceback \(most recent call last\)|panicked at|^Fatal Python error")
 SAMPLE_CHARS = 600
+ROOM_ENDED = "the LiveKit SDK's connection errors as the call's room ended"
 
 
 @dataclass(frozen=True)
@@ -111,10 +117,10 @@ def account(found: list[ErrorLine], last_seen: dict[str, float],
             "tool_error_other" if taxonomy.TOOL_FAILED in e.message else None)  # as the ledger counts it
         during = next((what for start, end, what in windows
                        if e.at is not None and start <= e.at <= end), None)
-        closing = (e.logger == "livekit" and CHANNEL_CLOSED.search(e.message) is not None
+        closing = (e.logger == "livekit" and ROOM_ENDING.search(e.message) is not None
                    and e.room in last_seen and e.at is not None and last_seen[e.room] - e.at <= ROOM_END_S)
         reason = (f"counted error {kind}" if kind else f"during {during}" if during else
-                  "data channels closed as the call's room ended" if closing else None)
+                  ROOM_ENDED if closing else None)
         if reason:
             accounted[reason] = accounted.get(reason, 0) + 1
             continue

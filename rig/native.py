@@ -19,9 +19,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rig import binaries, envfile, netcut, pins, procs, services
+from rig import binaries, envfile, netcut, pins, placement, procs, services
 from rig.binaries import resolve_livekit_server, resolve_prometheus
 from rig.paths import LOCUSTFILE, REPO
+from rig.placement import Placement
 from rig.ports import (
     Ports,
     check_free,
@@ -66,6 +67,8 @@ class NativeOptions:
     die_with_supervisor: bool = True
     # Each agent worker in a cgroup of its own, which a partition-agent fault cuts off (rig.netcut).
     agent_cgroups: bool = False
+    # Which roles run here, on which address, and where the others are (rig.placement).
+    where: Placement = field(default_factory=Placement)
     livekit_timeout: float = 30.0
     prometheus_timeout: float = 30.0
     agent_timeout: float = 90.0  # imports livekit-agents, loads the silero VAD, registers
@@ -90,9 +93,9 @@ class StackInfo:
     """Where the running stack answers. Secrets are excluded from repr and from the state file."""
 
     livekit_url: str
-    livekit_http_url: str
-    livekit_metrics_url: str
-    prometheus_url: str
+    livekit_http_url: str | None
+    livekit_metrics_url: str | None
+    prometheus_url: str | None
     locust_url: str | None
     loadgen_metrics_url: str | None
     agents: list[AgentEndpoint]
@@ -102,6 +105,7 @@ class StackInfo:
     ports: Ports
     pids: dict[str, int]
     startup_seconds: float = 0.0
+    sd_files: list[str] = field(default_factory=list)  # this host's scrape targets in --sd-dir
     api_key: str = field(default="", repr=False)
     api_secret: str = field(default="", repr=False)
 
@@ -156,69 +160,77 @@ class NativeStack:
         return stages
 
     def _plan(self) -> list[list[Service]]:
-        o = self.opts
-        services.check_agent(o.agents, o.agent_module, o.agent_path, o.agent_requirements, o.agents_version)
-        server = resolve_livekit_server(self._pins.livekit_server, o.compose_file)
-        prometheus = resolve_prometheus()
+        o, w = self.opts, self.opts.where
+        w.check()
+        agents = o.agents if w.has("agents") else 0
+        if agents:
+            services.check_agent(agents, o.agent_module, o.agent_path, o.agent_requirements, o.agents_version)
+        livekit = w.has("livekit")
+        server = resolve_livekit_server(self._pins.livekit_server, o.compose_file) if livekit else None
+        prometheus = resolve_prometheus() if w.has("prometheus") else None
         python = (
             binaries.agents_python(o.agents_version, o.agent_requirements, self._pins, o.say)
-            if o.agents
+            if agents
             else None
         )
-        locust = o.loadgen_workers > 0 and o.locustfile.exists()
-        if o.loadgen_workers > 0 and not locust:
+        workers = o.loadgen_workers if w.has("locust-workers") else 0
+        master = o.loadgen_workers > 0 and w.has("locust-master")
+        if (master or workers) and not o.locustfile.exists():
             o.say(f"rig up: skipping Locust: {o.locustfile} does not exist yet")
-        self._locust = locust
-        self.ports = compute_ports(o.port_offset, o.agents)
-        at = services.Layout(self.ports, o.run_dir, o.logs_dir, *self._credentials)
-        livekit = services.livekit_server(at, server, o.port_offset, o.livekit_timeout)
-        prom = services.prometheus(at, prometheus, o.agents, locust or o.scrape_loadgen, o.prometheus_timeout)
-        agents = (
+            master, workers = False, 0
+        self._locust = master
+        self.ports = compute_ports(o.port_offset, o.agents, w.livekit_config)
+        at = services.Layout(self.ports, o.run_dir, o.logs_dir, *self._credentials, where=w)
+        self._layout, self._agents_here = at, agents
+        stage0 = [
+            *([services.livekit_server(at, server, o.port_offset, o.livekit_timeout)] if server else []),
+            *([services.prometheus(at, prometheus, agents, master or o.scrape_loadgen, o.prometheus_timeout)]
+              if prometheus else []),
+        ]
+        agent_svcs = (
             [
                 services.agent(at, i, python, o.agent_module, o.agent_name, o.agent_path, o.agent_timeout)
-                for i in range(o.agents)
+                for i in range(agents)
             ]
             if python
             else []
         )
         if o.agent_cgroups:
-            for svc in agents:
+            for svc in agent_svcs:
                 svc.cgroup = netcut.group(svc.name)
-        stages = [[livekit, prom], agents]
-        if locust:
-            stages += [
-                [services.locust_master(at, o.locustfile, o.locust_timeout)],
-                [
-                    services.locust_worker(at, j, o.loadgen_workers, o.locustfile, o.locust_timeout)
-                    for j in range(o.loadgen_workers)
-                ],
-            ]
-        self.info = self._stack_info(at, locust)
+        stages = [
+            stage0,
+            agent_svcs,
+            [services.locust_master(at, o.locustfile, o.locust_timeout)] if master else [],
+            [services.locust_worker(at, j, workers, o.locustfile, o.locust_timeout) for j in range(workers)],
+        ]
+        self.info = self._stack_info(at, agents, master)
         return [stage for stage in stages if stage]
 
-    def _stack_info(self, at: services.Layout, locust: bool) -> StackInfo:
-        o, p = self.opts, at.ports
+    def _stack_info(self, at: services.Layout, agents: int, locust: bool) -> StackInfo:
+        o, p, w = self.opts, at.ports, at.where
         return StackInfo(
             livekit_url=at.livekit_url,
-            livekit_http_url=at.livekit_http_url,
-            livekit_metrics_url=f"http://127.0.0.1:{p.livekit_metrics}/metrics",
-            prometheus_url=at.prometheus_url,
+            livekit_http_url=at.livekit_http_url if w.has("livekit") else None,
+            livekit_metrics_url=f"http://{at.host}:{p.livekit_metrics}/metrics" if w.has("livekit") else None,
+            prometheus_url=at.prometheus_url if w.has("prometheus") else None,
             locust_url=at.locust_url if locust else None,
-            loadgen_metrics_url=f"http://127.0.0.1:{p.loadgen_metrics}/metrics" if locust else None,
+            loadgen_metrics_url=f"http://{at.host}:{p.loadgen_metrics}/metrics" if locust else None,
             agents=[
                 AgentEndpoint(
-                    f"agent-{i}",
+                    w.worker(i),
                     at.agent_health_url(i),
                     at.agent_metrics_url(i),
                     str(services.multiproc_dir(o.run_dir, i)),
                 )
-                for i in range(o.agents)
+                for i in range(agents)
             ],
             agent_name=o.agent_name,
             logs_dir=str(at.logs),
             run_dir=str(o.run_dir),
             ports=p,
             pids={},
+            sd_files=[str(f) for f in placement.sd_files(w, o.port_offset).values()],
             api_key=at.api_key,
             api_secret=at.api_secret,
         )
@@ -240,8 +252,12 @@ class NativeStack:
             o.say(f"rig up: removing stale state {o.run_dir / STATE_FILE} (none of its processes runs)")
             (o.run_dir / STATE_FILE).unlink()
         stages = self.plan()
-        check_free(self.ports, o.agents, self._locust)
+        w = o.where
+        check_free(self.ports, self._agents_here, self._locust, w.has("livekit"), w.has("prometheus"), w.bind)
         try:
+            # Prometheus rereads the folder: targets not up yet are down for a scrape or two.
+            placement.write_targets(placement.sd_files(w, o.port_offset),
+                                    self._layout.targets(self._agents_here, self._locust))
             for stage in stages:
                 for svc in stage:
                     self._supervisor.spawn(svc)
@@ -299,6 +315,8 @@ class NativeStack:
     def stop(self) -> list[str]:
         """Stop every service (reverse start order); return what could not be stopped (empty = clean)."""
         left = self._supervisor.stop()
+        if self.info is not None:
+            placement.remove_targets(self.info.sd_files)
         if not left and self._owns_state:
             (self.opts.run_dir / STATE_FILE).unlink(missing_ok=True)
             self._owns_state = False
@@ -333,6 +351,7 @@ def down(run_dir: Path, say: Callable[[str], None], supervisor_timeout: float = 
             left.append(f"{svc['name']}: pids {', '.join(map(str, pids))}")
     if left:
         raise StackError(f"rig down: could not stop {'; '.join(left)}; state kept in {run_dir / STATE_FILE}")
+    placement.remove_targets((state.get("info") or {}).get("sd_files") or [])
     (run_dir / STATE_FILE).unlink(missing_ok=True)
     what = ", ".join(alive) if alive else "nothing was running any more"
     say(f"rig down: stopped {what}; no process of the stack is left")

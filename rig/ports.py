@@ -41,13 +41,15 @@ class Ports:
     agent_health: tuple[int, ...]
     agent_metrics: tuple[int, ...]
 
-    def tcp(self, agents: int, locust: bool) -> list[tuple[int, str]]:
+    def tcp(self, agents: int, locust: bool, livekit: bool = True, prometheus: bool = True
+            ) -> list[tuple[int, str]]:
         """(port, what) for every TCP port this run will listen on."""
-        out = [
-            (self.livekit, "livekit-server HTTP/WebSocket"),
-            (self.livekit_metrics, "livekit-server metrics"),
-            (self.prometheus, "Prometheus"),
-        ]
+        out = []
+        if livekit:
+            out += [(self.livekit, "livekit-server HTTP/WebSocket"),
+                    (self.livekit_metrics, "livekit-server metrics")]
+        if prometheus:
+            out.append((self.prometheus, "Prometheus"))
         for i in range(agents):
             out += [
                 (self.agent_health[i], f"agent-{i} health"),
@@ -114,13 +116,14 @@ def compute_ports(offset: int, agents: int, config: Path = LIVEKIT_CONFIG) -> Po
     return ports
 
 
-def check_free(ports: Ports, agents: int, locust: bool) -> None:
+def check_free(ports: Ports, agents: int, locust: bool, livekit: bool = True, prometheus: bool = True,
+               host: str = "127.0.0.1") -> None:
     """Raise StackError naming every TCP port of the plan that something already listens on."""
     busy = []
-    for port, what in ports.tcp(agents, locust):
-        if not procs.tcp_port_free(port):
+    for port, what in ports.tcp(agents, locust, livekit, prometheus):
+        if not procs.tcp_port_free(port, host):
             owner = procs.port_owner(port)
-            busy.append(f"127.0.0.1:{port} ({what}){' held by ' + owner if owner else ''}")
+            busy.append(f"{host}:{port} ({what}){' held by ' + owner if owner else ''}")
     if busy:
         raise StackError(
             "port(s) already in use: "

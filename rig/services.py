@@ -16,8 +16,9 @@ from typing import Any
 
 import yaml
 
-from rig import probes
-from rig.paths import INSTRUMENT, LIVEKIT_CONFIG, REPO
+from rig import placement, probes
+from rig.paths import INSTRUMENT, REPO
+from rig.placement import Placement
 from rig.ports import Ports
 from rig.stackerror import StackError
 from rig.supervisor import Service
@@ -54,28 +55,51 @@ class Layout:
     logs: Path
     api_key: str = field(repr=False)
     api_secret: str = field(repr=False)
+    where: Placement = field(default_factory=Placement)
+
+    @property
+    def host(self) -> str:
+        return self.where.bind
 
     @property
     def livekit_url(self) -> str:
-        return f"ws://127.0.0.1:{self.ports.livekit}"
+        """The LiveKit this host's agents and callers join."""
+        return self.where.livekit_url or f"ws://{self.host}:{self.ports.livekit}"
 
     @property
     def livekit_http_url(self) -> str:
-        return f"http://127.0.0.1:{self.ports.livekit}"
+        return f"http://{self.host}:{self.ports.livekit}"
 
     @property
     def prometheus_url(self) -> str:
-        return f"http://127.0.0.1:{self.ports.prometheus}"
+        return f"http://{self.host}:{self.ports.prometheus}"
+
+    @property
+    def master_host(self) -> str:
+        return self.where.master_host or self.host
 
     @property
     def locust_url(self) -> str:
-        return f"http://127.0.0.1:{self.ports.locust_web}"
+        """The Locust master's web UI, here or on --master-host (the same port plan)."""
+        return f"http://{self.master_host}:{self.ports.locust_web}"
 
     def agent_health_url(self, i: int) -> str:
-        return f"http://127.0.0.1:{self.ports.agent_health[i]}/"
+        return f"http://{self.host}:{self.ports.agent_health[i]}/"
 
     def agent_metrics_url(self, i: int) -> str:
-        return f"http://127.0.0.1:{self.ports.agent_metrics[i]}/metrics"
+        return f"http://{self.host}:{self.ports.agent_metrics[i]}/metrics"
+
+    def targets(self, agents: int, locust: bool) -> dict[str, list[dict[str, Any]]]:
+        """Prometheus target groups by job, of the roles this host runs."""
+        p, h, w = self.ports, self.host, self.where
+        groups: dict[str, list[dict[str, Any]]] = {
+            "prometheus": [{"targets": [f"{h}:{p.prometheus}"]}] if w.has("prometheus") else [],
+            "livekit": [{"targets": [f"{h}:{p.livekit_metrics}"]}] if w.has("livekit") else [],
+            "agent": [{"targets": [f"{h}:{p.agent_metrics[i]}"], "labels": {"worker": w.worker(i)}}
+                      for i in range(agents)] if w.has("agents") else [],
+            "loadgen": [{"targets": [f"{h}:{p.loadgen_metrics}"]}] if locust else [],
+        }
+        return groups
 
     def creds(self) -> dict[str, str]:
         """The environment a LiveKit client (an agent, a caller) connects with."""
@@ -95,7 +119,8 @@ def clean_env(extra: dict[str, str]) -> dict[str, str]:
 
 def livekit_server(at: Layout, server: Path, port_offset: int, timeout: float) -> Service:
     p = at.ports
-    argv = [str(server), "--config", str(LIVEKIT_CONFIG)]
+    config = placement.write_livekit_config(at.where, at.run_dir / "livekit.yaml")
+    argv = [str(server), "--config", str(config)]
     if port_offset:
         argv += [
             "--port",
@@ -122,29 +147,27 @@ def livekit_server(at: Layout, server: Path, port_offset: int, timeout: float) -
 
 
 def write_prometheus_config(
-    path: Path, ports: Ports, agents: int, locust: bool, template: Path = PROMETHEUS_TEMPLATE
+    path: Path, at: Layout, agents: int, locust: bool, template: Path = PROMETHEUS_TEMPLATE
 ) -> None:
+    """The run's Prometheus config: the template's jobs with this stack's targets; with --sd-dir,
+    the livekit, agent and loadgen jobs read every host's targets from that folder instead."""
     try:
         cfg = yaml.safe_load(template.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
         raise StackError(f"{template}: cannot read the Prometheus template ({exc})") from exc
-    targets: dict[str, list[dict[str, Any]] | None] = {
-        "prometheus": [{"targets": [f"127.0.0.1:{ports.prometheus}"]}],
-        "livekit": [{"targets": [f"127.0.0.1:{ports.livekit_metrics}"]}],
-        "agent": [
-            {"targets": [f"127.0.0.1:{ports.agent_metrics[i]}"], "labels": {"worker": f"agent-{i}"}}
-            for i in range(agents)
-        ]
-        or None,
-        "loadgen": [{"targets": [f"127.0.0.1:{ports.loadgen_metrics}"]}] if locust else None,
-    }
+    local = at.targets(agents, locust)
+    sd_dir = at.where.sd_dir
     jobs = []
     for job in cfg.get("scrape_configs") or []:
         name = job.get("job_name")
-        if name in targets:
-            if targets[name] is None:
+        if sd_dir is not None and name in placement.SD_JOBS:
+            job = {k: v for k, v in job.items() if k != "static_configs"}
+            job["file_sd_configs"] = [{"files": [str(sd_dir.resolve() / name / "*.json")],
+                                       "refresh_interval": "5s"}]
+        elif name in local:
+            if not local[name]:
                 continue  # nothing of that kind runs in this stack
-            job = {**job, "static_configs": targets[name]}
+            job = {**job, "static_configs": local[name]}
         jobs.append(job)
     cfg["scrape_configs"] = jobs
     # Prometheus resolves rule files against the config's folder; the config moves to the run folder.
@@ -160,7 +183,7 @@ def prometheus(at: Layout, binary: Path, agents: int, loadgen: bool, timeout: fl
     """Prometheus scraping the stack; writes its config into the run folder. `loadgen`: scrape
     the loadgen metrics port too."""
     config = at.run_dir / "prometheus.yml"
-    write_prometheus_config(config, at.ports, agents, loadgen)
+    write_prometheus_config(config, at, agents, loadgen)
     ready = at.prometheus_url + "/-/ready"
     return Service(
         "prometheus",
@@ -168,7 +191,7 @@ def prometheus(at: Layout, binary: Path, agents: int, loadgen: bool, timeout: fl
             str(binary),
             f"--config.file={config}",
             f"--storage.tsdb.path={at.run_dir / 'prometheus-data'}",
-            f"--web.listen-address=127.0.0.1:{at.ports.prometheus}",
+            f"--web.listen-address={at.host}:{at.ports.prometheus}",
         ],
         clean_env({}),
         at.logs / "prometheus.log",
@@ -239,6 +262,7 @@ def agent(
             "AGENT_NAME": agent_name,
             "AGENT_HEALTH_PORT": str(at.ports.agent_health[i]),
             "AGENT_METRICS_PORT": str(at.ports.agent_metrics[i]),
+            "AGENT_HOST": at.host,
             "PROMETHEUS_MULTIPROC_DIR": str(multiproc_dir(at.run_dir, i)),
             # admission load from the worker's own processes: the callers share the CPUs
             "AGENT_LOAD": os.environ.get("AGENT_LOAD", "process"),
@@ -293,18 +317,19 @@ def locust_master(at: Layout, locustfile: Path, timeout: float) -> Service:
             *_locust(locustfile),
             "--master",
             "--master-bind-host",
-            "127.0.0.1",
+            at.host,
             "--master-bind-port",
             str(at.ports.locust_master),
             "--web-host",
-            "127.0.0.1",
+            at.host,
             "--web-port",
             str(at.ports.locust_web),
             # a stopped run lets each call finish, so its turns are counted on both sides
             "--stop-timeout",
             str(WEB_STOP_TIMEOUT_S),
         ],
-        clean_env({**at.creds(), "LOADGEN_METRICS_PORT": str(at.ports.loadgen_metrics)}),
+        clean_env({**at.creds(), "LOADGEN_METRICS_PORT": str(at.ports.loadgen_metrics),
+                   "LOADGEN_METRICS_HOST": at.host}),
         at.logs / "locust-master.log",
         timeout,
         probes.http_ok(web + "/"),
@@ -313,11 +338,12 @@ def locust_master(at: Layout, locustfile: Path, timeout: float) -> Service:
 
 
 def locust_worker(at: Layout, j: int, workers: int, locustfile: Path, timeout: float) -> Service:
-    """Locust worker j of `workers`; healthy once the master lists all of them."""
+    """Locust worker j of `workers`; healthy once the master lists all of them (a master on
+    another host: at least as many, since other hosts' workers count too)."""
     stats = at.locust_url + "/stats/requests"
     return Service(
         f"locust-worker-{j}",
-        [*_locust(locustfile), "--worker", "--master-host", "127.0.0.1", "--master-port",
+        [*_locust(locustfile), "--worker", "--master-host", at.master_host, "--master-port",
          str(at.ports.locust_master)],
         clean_env({**at.creds(), **WORKER_REJOIN_ENV}),
         at.logs / f"locust-worker-{j}.log",

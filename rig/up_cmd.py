@@ -6,7 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
-from rig import native, paths
+from rig import native, paths, placement
 from rig.console import EXIT_USAGE, err, out, run_then_tear_down
 
 
@@ -51,14 +51,33 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     help="your agent's requirements file, installed into a venv of its own (cached) that"
                          " runs the workers; it picks the livekit-agents version")
     add_run_dir(up)
+    hosts = up.add_argument_group("across hosts (docs/native-stack.md)")
+    hosts.add_argument("--only", metavar="ROLES",
+                       help=f"run only these roles here, comma-separated: {', '.join(placement.ROLES)}"
+                            " (default all)")
+    hosts.add_argument("--bind", default=placement.LOOPBACK, metavar="ADDR",
+                       help="this host's address: every service here listens on it, and livekit-server"
+                            " advertises it as its only ICE address (default 127.0.0.1)")
+    hosts.add_argument("--livekit-url", metavar="URL",
+                       help="the LiveKit the agents and callers here join (default this host's)")
+    hosts.add_argument("--master-host", metavar="ADDR",
+                       help="the Locust master the workers here join (default this host's)")
+    hosts.add_argument("--redis", metavar="HOST:PORT",
+                       help="livekit-server shares rooms with the other nodes of this Redis (multinode)")
+    hosts.add_argument("--sd-dir", type=Path, metavar="DIR",
+                       help="a folder the hosts share: each writes its scrape targets there, and"
+                            " Prometheus reads them all (file_sd)")
+    hosts.add_argument("--livekit-config", type=Path, default=paths.LIVEKIT_CONFIG, metavar="FILE",
+                       help="livekit-server's config (default livekit/livekit.yaml); --bind and"
+                            " --redis are applied on top of it")
     up.set_defaults(func=main)
 
 
 def print_urls(info: native.StackInfo) -> None:
-    lines = [
-        ("LiveKit", f"{info.livekit_url}  (metrics {info.livekit_metrics_url})"),
-        ("Prometheus", info.prometheus_url),
-    ]
+    lines = [("LiveKit", info.livekit_url + (f"  (metrics {info.livekit_metrics_url})"
+                                             if info.livekit_metrics_url else "  (on another host)"))]
+    if info.prometheus_url:
+        lines.append(("Prometheus", info.prometheus_url))
     for agent in info.agents:
         lines.append((agent.name, f"health {agent.health_url}  metrics {agent.metrics_url}"))
     if info.locust_url:
@@ -75,11 +94,20 @@ def main(args: argparse.Namespace) -> int:
         err("rig up: only --native is supported here (no Docker engine); use `rig up --native`, "
             "or `docker compose up` where Docker runs")
         return EXIT_USAGE
+    try:
+        where = placement.Placement(
+            roles=placement.parse_roles(args.only) if args.only else frozenset(placement.ROLES),
+            bind=args.bind, livekit_url=args.livekit_url, master_host=args.master_host, redis=args.redis,
+            sd_dir=args.sd_dir, livekit_config=args.livekit_config)
+        where.check()
+    except native.StackError as exc:
+        err(f"rig up: {exc}")
+        return EXIT_USAGE
     opts = native.NativeOptions(
         agents=args.agents, loadgen_workers=args.loadgen_workers, run_dir=args.run_dir, logs=args.logs,
         port_offset=args.port_offset, env_file=args.env_file, agent_name=args.agent_name,
         agents_version=args.agents_version, agent_module=args.agent_module, agent_path=args.agent_path,
-        agent_requirements=args.agent_requirements, die_with_supervisor=not args.detach)
+        agent_requirements=args.agent_requirements, die_with_supervisor=not args.detach, where=where)
     stack = native.NativeStack(opts)
     detached = False
 

@@ -29,6 +29,10 @@ FAULTS = [  # FaultScheduler.records of a kill and of a slow provider (which cut
 # as livekit's Rust SDK logs it through livekit.rtc when the server closes the agent's connection
 CLOSED = ("livekit::rtc_engine::rtc_session:704:livekit::rtc_engine::rtc_session - publisher data"
           " channel '_reliable' closed unexpectedly")
+RESUME = "livekit::rtc_engine:1036:livekit::rtc_engine - resuming connection... attempt: 1"
+RESUME_REFUSED = ("livekit::rtc_engine:1063:livekit::rtc_engine - resuming connection failed: signal failure:"
+                  " server sent leave during reconnect: reason=StateMismatch, action=Reconnect")
+RESTART = "livekit::rtc_engine:990:livekit::rtc_engine - restarting connection... attempt: 2"
 TOOL_RAISED = ("exception occurred while executing tool\nTraceback (most recent call last):\n"
                "RuntimeError: AgentTask collect_age_gender is cancelled")
 DRAINING = ("Error in _pipeline_reply_task\nTraceback (most recent call last):\n  File \"x.py\", line 1\n"
@@ -44,8 +48,15 @@ def test_each_error_line_is_accounted_for_or_listed_once_by_logger_and_message()
         # the room's job ends 2 s later: the room closed under the agent
         record(T0 + 30, "ERROR", "livekit", CLOSED, "room-a"),
         record(T0 + 32, "INFO", "livekit.agents", "process exiting", "room-a"),
+        # the signal stream closed before the server's Leave was read (the caller's DeleteRoom):
+        # the SDK's resume is refused and its restart rejoins a room the job leaves 2 s later
+        record(T0 + 50, "ERROR", "livekit", RESUME, "room-d"),
+        record(T0 + 50.1, "ERROR", "livekit", RESUME_REFUSED, "room-d"),
+        record(T0 + 50.2, "ERROR", "livekit", RESTART, "room-d"),
+        record(T0 + 52, "INFO", "livekit.agents", "process exiting", "room-d"),
         # mid-call (the room lives on for a minute): a failure, not the end of a call
         record(T0 + 40, "ERROR", "livekit", CLOSED, "room-b"),
+        record(T0 + 41, "ERROR", "livekit", RESUME, "room-b"),
         record(T0 + 100, "INFO", "livekit.agents", "process exiting", "room-b"),
         record(T0 + 102, "ERROR", "livekit", "resuming connection failed", "room-c"),
         record(T0 + 105 + errorlines.FAULT_SETTLE_S - 1, "ERROR", "livekit", "signal connection lost"),
@@ -59,19 +70,20 @@ def test_each_error_line_is_accounted_for_or_listed_once_by_logger_and_message()
     assert [(e.logger, e.message) for e in found] == [
         ("livekit.agents", "Error in _pipeline_reply_task"),
         ("livekit.agents", "exception occurred while executing tool"),
-        ("livekit", CLOSED), ("livekit", CLOSED),
+        ("livekit", CLOSED), ("livekit", RESUME), ("livekit", RESUME_REFUSED), ("livekit", RESTART),
+        ("livekit", CLOSED), ("livekit", RESUME),
         ("livekit", "resuming connection failed"),
         ("livekit", "signal connection lost"), ("livekit", "signal connection lost"),
         ("agent.worker", "bad job metadata"), ("agent.worker", "bad job metadata"),
         ("stderr", "Traceback (most recent call last):")]
-    assert last_seen == {"room-a": T0 + 32, "room-b": T0 + 100, "room-c": T0 + 102}
+    assert last_seen == {"room-a": T0 + 32, "room-d": T0 + 52, "room-b": T0 + 100, "room-c": T0 + 102}
     result = errorlines.account(found, last_seen, FAULTS)
     assert result["accounted"] == {"counted error draining": 1, "counted error tool_error_other": 1,
                                    "during kill-agent (agent-0)": 2,
-                                   "data channels closed as the call's room ended": 1}
+                                   errorlines.ROOM_ENDED: 4}
     assert [(g["logger"], g["message"], g["count"]) for g in result["unexplained"]] == [
         ("agent.worker", "bad job metadata", 2),  # a slow provider cuts no call: not accounted for
-        ("livekit", CLOSED, 1), ("livekit", "signal connection lost", 1),
+        ("livekit", CLOSED, 1), ("livekit", RESUME, 1), ("livekit", "signal connection lost", 1),
         ("stderr", "Traceback (most recent call last):", 1)]
     assert result["unexplained"][0]["first_at"] == T0 + 230
     verdict = errorlines.check(result)

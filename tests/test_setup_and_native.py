@@ -370,8 +370,9 @@ def test_native_stack_fixture_media_stays_on_loopback(native_stack: native.Stack
 
 def test_native_prometheus_config_passes_promtool_with_agents_and_loadgen(tmp_path: Path) -> None:
     plan = ports.compute_ports(500, agents=2)
+    at = services.Layout(plan, tmp_path, tmp_path, "key", "secret")
     out = tmp_path / "prometheus.yml"
-    services.write_prometheus_config(out, plan, agents=2, locust=True)
+    services.write_prometheus_config(out, at, agents=2, locust=True)
     check = subprocess.run(["promtool", "check", "config", str(out)], capture_output=True, text=True)
     assert check.returncode == 0, check.stdout + check.stderr
     jobs = {j["job_name"]: j["static_configs"] for j in yaml.safe_load(out.read_text())["scrape_configs"]}
@@ -381,7 +382,7 @@ def test_native_prometheus_config_passes_promtool_with_agents_and_loadgen(tmp_pa
     ]
     assert jobs["loadgen"] == [{"targets": [f"127.0.0.1:{ports.LOADGEN_METRICS_PORT + 500}"]}]
     # Without agents or Locust those jobs are left out rather than scraped in vain.
-    services.write_prometheus_config(out, plan, agents=0, locust=False)
+    services.write_prometheus_config(out, at, agents=0, locust=False)
     assert {j["job_name"] for j in yaml.safe_load(out.read_text())["scrape_configs"]} == {
         "prometheus",
         "livekit",
