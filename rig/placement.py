@@ -53,12 +53,6 @@ class Placement:
     def has(self, role: str) -> bool:
         return role in self.roles
 
-    @property
-    def local(self) -> bool:
-        """The one-machine stack: every role, on loopback, LiveKit as livekit/livekit.yaml says."""
-        return (self.roles == frozenset(ROLES) and self.bind == LOOPBACK and self.redis is None
-                and self.livekit_config == LIVEKIT_CONFIG)
-
     def check(self) -> None:
         """Raise StackError for options that cannot work together, before anything starts."""
         try:
@@ -91,13 +85,9 @@ class Placement:
         if self.sd_dir is not None and not self.sd_dir.is_dir():
             raise StackError(f"--sd-dir {self.sd_dir}: no such folder (create it, shared by the hosts)")
 
-    def host_name(self) -> str:
-        """This host in target and label names: its address, or "" on one machine."""
-        return "" if self.bind == LOOPBACK else self.bind
-
     def worker(self, i: int) -> str:
         """Agent worker i's `worker` label: unique across hosts."""
-        return f"agent-{i}@{self.bind}" if self.host_name() else f"agent-{i}"
+        return f"agent-{i}" if self.bind == LOOPBACK else f"agent-{i}@{self.bind}"
 
 
 def write_livekit_config(p: Placement, path: Path) -> Path:

@@ -92,14 +92,13 @@ class Layout:
     def targets(self, agents: int, locust: bool) -> dict[str, list[dict[str, Any]]]:
         """Prometheus target groups by job, of the roles this host runs."""
         p, h, w = self.ports, self.host, self.where
-        groups: dict[str, list[dict[str, Any]]] = {
+        return {
             "prometheus": [{"targets": [f"{h}:{p.prometheus}"]}] if w.has("prometheus") else [],
             "livekit": [{"targets": [f"{h}:{p.livekit_metrics}"]}] if w.has("livekit") else [],
             "agent": [{"targets": [f"{h}:{p.agent_metrics[i]}"], "labels": {"worker": w.worker(i)}}
                       for i in range(agents)] if w.has("agents") else [],
             "loadgen": [{"targets": [f"{h}:{p.loadgen_metrics}"]}] if locust else [],
         }
-        return groups
 
     def creds(self) -> dict[str, str]:
         """The environment a LiveKit client (an agent, a caller) connects with."""
