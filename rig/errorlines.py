@@ -16,7 +16,9 @@ A line is accounted for when it is
     hand to the closed session ("failed to send dc_event"), and, when the signal stream closes
     before it has read the server's Leave, tries to resume and then restart the connection
     ("resuming connection", "restarting connection"), which the server refuses (StateMismatch)
-    or which rejoins a room the job leaves at once.
+    or which rejoins a room the job leaves at once; a resume or restart that got through sends
+    the signals it queued meanwhile and fails on the stream the closing room shuts
+    ("failed to send queued signal": signal_client flush_queue, called last in both).
 Every other ERROR or CRITICAL line, and any raw text that is not a log record but looks like a
 failure (a traceback or a panic printed to stderr), is unexplained: grouped by logger and first
 message line, counted, with a sample, for `rig run`'s check, run.json and the report.
@@ -44,7 +46,7 @@ FAULT_SETTLE_S = 60.0
 ROOM_END_S = 15.0
 # livekit's Rust SDK (livekit/src/rtc_engine/{rtc_session,mod}.rs), through livekit.rtc's log forwarding
 ROOM_ENDING = re.compile(r"publisher data channel '\w+' closed unexpectedly|failed to send dc_event"
-                         r"|(resuming|restarting) connection")
+                         r"|(resuming|restarting) connection|failed to send queued signal")
 _RAW_FAILURE = re.compile(r"^Traceback \(most recent call last\)|panicked at|^Fatal Python error")
 SAMPLE_CHARS = 600
 ROOM_ENDED = "the LiveKit SDK's connection errors as the call's room ended"

@@ -33,6 +33,8 @@ RESUME = "livekit::rtc_engine:1036:livekit::rtc_engine - resuming connection... 
 RESUME_REFUSED = ("livekit::rtc_engine:1063:livekit::rtc_engine - resuming connection failed: signal failure:"
                   " server sent leave during reconnect: reason=StateMismatch, action=Reconnect")
 RESTART = "livekit::rtc_engine:990:livekit::rtc_engine - restarting connection... attempt: 2"
+FLUSH_FAILED = ("livekit_signaling:683:livekit_signaling - failed to send queued signal: failed to send"
+                " message to the server")
 TOOL_RAISED = ("exception occurred while executing tool\nTraceback (most recent call last):\n"
                "RuntimeError: AgentTask collect_age_gender is cancelled")
 DRAINING = ("Error in _pipeline_reply_task\nTraceback (most recent call last):\n  File \"x.py\", line 1\n"
@@ -49,10 +51,12 @@ def test_each_error_line_is_accounted_for_or_listed_once_by_logger_and_message()
         record(T0 + 30, "ERROR", "livekit", CLOSED, "room-a"),
         record(T0 + 32, "INFO", "livekit.agents", "process exiting", "room-a"),
         # the signal stream closed before the server's Leave was read (the caller's DeleteRoom):
-        # the SDK's resume is refused and its restart rejoins a room the job leaves 2 s later
+        # the SDK's resume is refused, its restart rejoins a room the job leaves 2 s later, and
+        # the signals it queued meanwhile cannot be sent on the stream the closing room shuts
         record(T0 + 50, "ERROR", "livekit", RESUME, "room-d"),
         record(T0 + 50.1, "ERROR", "livekit", RESUME_REFUSED, "room-d"),
         record(T0 + 50.2, "ERROR", "livekit", RESTART, "room-d"),
+        record(T0 + 50.9, "ERROR", "livekit", FLUSH_FAILED, "room-d"),
         record(T0 + 52, "INFO", "livekit.agents", "process exiting", "room-d"),
         # mid-call (the room lives on for a minute): a failure, not the end of a call
         record(T0 + 40, "ERROR", "livekit", CLOSED, "room-b"),
@@ -71,6 +75,7 @@ def test_each_error_line_is_accounted_for_or_listed_once_by_logger_and_message()
         ("livekit.agents", "Error in _pipeline_reply_task"),
         ("livekit.agents", "exception occurred while executing tool"),
         ("livekit", CLOSED), ("livekit", RESUME), ("livekit", RESUME_REFUSED), ("livekit", RESTART),
+        ("livekit", FLUSH_FAILED),
         ("livekit", CLOSED), ("livekit", RESUME),
         ("livekit", "resuming connection failed"),
         ("livekit", "signal connection lost"), ("livekit", "signal connection lost"),
@@ -80,7 +85,7 @@ def test_each_error_line_is_accounted_for_or_listed_once_by_logger_and_message()
     result = errorlines.account(found, last_seen, FAULTS)
     assert result["accounted"] == {"counted error draining": 1, "counted error tool_error_other": 1,
                                    "during kill-agent (agent-0)": 2,
-                                   errorlines.ROOM_ENDED: 4}
+                                   errorlines.ROOM_ENDED: 5}
     assert [(g["logger"], g["message"], g["count"]) for g in result["unexplained"]] == [
         ("agent.worker", "bad job metadata", 2),  # a slow provider cuts no call: not accounted for
         ("livekit", CLOSED, 1), ("livekit", RESUME, 1), ("livekit", "signal connection lost", 1),

@@ -214,8 +214,18 @@ def test_report_renders_every_plot_in_chromium(run: Run) -> None:
     live = Prometheus(run.prom).query(f"count by (kind) ({names.SPEECH_SCHEDULING_ERRORS.name})", run.t1)
     assert errors == {labels["kind"] for labels, _ in live} and len(errors) >= 3
     latency = {s["label"] for s in seen["panel-turn-latency"]["svgs"][0]["series"]}
-    # the dashboard's recorded quantiles: one line per quantile, scenario and profile
-    assert latency == {f"{q} seed / fast" for q in ("p50", "p95", "p99")}
+    # the dashboard's recorded quantiles: one line per quantile and recorded scenario, profile
+    # and network, whatever label values the exporter serves
+    recorded = Prometheus(run.prom).query(
+        "count by (scenario, profile, network) "
+        "(scenario_profile_network:lkrig_caller_turn_latency_seconds:quantile_rate5m)",
+        run.t1,
+    )
+    assert recorded and latency == {
+        f"{q} {labels['scenario']} / {labels['profile']} / {labels['network']}"
+        for q in ("p50", "p95", "p99")
+        for labels, _ in recorded
+    }
     assert "FAIL" in seen["slo"]["text"] and "draining per 1k turns" in seen["slo"]["text"]
     assert "kill-agent" in seen["faults"]["text"] and "+8 s" in seen["faults"]["text"]
     assert "livekit-agents" in seen["run-info"]["text"] and "1.8.9" in seen["run-info"]["text"]
