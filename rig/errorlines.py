@@ -19,6 +19,14 @@ A line is accounted for when it is
     or which rejoins a room the job leaves at once; a resume or restart that got through sends
     the signals it queued meanwhile and fails on the stream the closing room shuts
     ("failed to send queued signal": signal_client flush_queue, called last in both).
+  * one of livekit-agents' own failures under a starved host (HOST_STARVED), each logged with
+    its traceback and costing no call that the run does not count elsewhere: a job the worker
+    accepted but livekit-server did not assign within ASSIGNMENT_TIMEOUT (worker.py, "job_request_fnc
+    failed" with AssignmentTimeoutError: the room goes to another worker or is counted among rooms
+    without an agent), a prewarmed job process that did not initialize in time (ipc/proc_pool.py,
+    "error initializing process": the pool starts another, no job was on it), and the event-loop
+    watchdog failing as it samples a lagging loop's stack (telemetry/loop_monitor.py, a framework
+    bug: AttributeError from traceback.walk_stack).
 Every other ERROR or CRITICAL line, and any raw text that is not a log record but looks like a
 failure (a traceback or a panic printed to stderr), is unexplained: grouped by logger and first
 message line, counted, with a sample, for `rig run`'s check, run.json and the report.
@@ -50,6 +58,13 @@ ROOM_ENDING = re.compile(r"publisher data channel '\w+' closed unexpectedly|fail
 _RAW_FAILURE = re.compile(r"^Traceback \(most recent call last\)|panicked at|^Fatal Python error")
 SAMPLE_CHARS = 600
 ROOM_ENDED = "the LiveKit SDK's connection errors as the call's room ended"
+# livekit-agents 1.8.9: (first message line, what its traceback must hold)
+HOST_STARVED = (("job_request_fnc failed", "AssignmentTimeoutError"),
+                ("error initializing process", "proc.initialize()"),
+                ("event loop watchdog failed",
+                 "AttributeError: 'function' object has no attribute 'f_lineno'"))
+STARVED = ("livekit-agents' own failures on a starved host (a job not assigned in time, a job"
+           " process slow to start, its loop watchdog)")
 
 
 @dataclass(frozen=True)
@@ -75,6 +90,9 @@ def error_lines(lines: Iterable[str]) -> tuple[list[ErrorLine], dict[str, float]
                 pass
         if isinstance(record, dict):
             text, at = str(record.get("message", "")), _when(record.get("timestamp"))
+            exc = str(record.get("exc_info") or "")
+            if exc and exc not in text:  # livekit-agents' formatter keeps the traceback apart
+                text += "\n" + exc
             room = str(record["room"]) if record.get("room") else None
             if room and at is not None:
                 last_seen[room] = max(at, last_seen.get(room, at))
@@ -121,8 +139,10 @@ def account(found: list[ErrorLine], last_seen: dict[str, float],
                        if e.at is not None and start <= e.at <= end), None)
         closing = (e.logger == "livekit" and ROOM_ENDING.search(e.message) is not None
                    and e.room in last_seen and e.at is not None and last_seen[e.room] - e.at <= ROOM_END_S)
+        starved = e.logger == "livekit.agents" and any(
+            e.message == first and held in e.text for first, held in HOST_STARVED)
         reason = (f"counted error {kind}" if kind else f"during {during}" if during else
-                  ROOM_ENDED if closing else None)
+                  ROOM_ENDED if closing else STARVED if starved else None)
         if reason:
             accounted[reason] = accounted.get(reason, 0) + 1
             continue
