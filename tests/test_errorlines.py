@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from datetime import UTC, datetime
 
 from rig import errorlines, reconcile
@@ -124,8 +125,6 @@ def _formatted(name: str, message: str, exc: BaseException, at: float) -> str:
     try:
         raise exc
     except BaseException:
-        import sys
-
         rec = logging.LogRecord(name, logging.ERROR, __file__, 1, message, None, sys.exc_info())
     rec.created = at
     return JsonFormatter().format(rec)
