@@ -1,8 +1,8 @@
 """`rig run` end to end, as CI runs it, on the real native stack (livekit-server, 2 real agent
 workers, Prometheus, Locust with real WebRTC callers), driven through the `rig` console script.
 
-* A 5-minute soak of 2 workers and 20 callers, a worker SIGKILLed at 2 min and livekit-server
-  restarted at 3 min, with the fix scenario: it finishes, nothing hangs or is left, every count
+* A 3-minute soak of 2 workers and 12 callers, a worker SIGKILLed at 1 min and livekit-server
+  restarted at 2 min, with the fix scenario: it finishes, nothing hangs or is left, every count
   reconciles, every ERROR line of the agents' logs is accounted for, the fault gate
   (slo/faults.yaml) passes, and the report is written. (A drain is tested on its own, below: after
   a kill and a LiveKit restart, a drained worker can wait on a call those left hanging.)
@@ -17,7 +17,7 @@ Both read back the run's own Prometheus data (stack/prometheus-data) after `rig 
 everything, with a Prometheus of their own on the run's port (no scraping).
 
 Sizing (see tests/test_loadgen_live.py): one agent session costs ~0.3 of a core on this 2-core
-machine, so 20 users with --call-gap 60 hold ~5 calls at a time. The report's rendering is
+machine, so 12 users with --call-gap 60 hold ~3-4 calls at a time. The report's rendering is
 tested elsewhere (tests of rig/report.py); here only that `rig run` wrote it.
 """
 
@@ -119,13 +119,13 @@ def test_bad_input_exits_2_before_anything_starts(tmp_path: Path) -> None:
         assert not (tmp_path / "out").exists()
 
 
-def test_five_minute_soak_with_a_kill_and_a_livekit_restart_passes_the_fault_gate(
+def test_a_soak_with_a_kill_and_a_livekit_restart_passes_the_fault_gate(
         tmp_path: Path) -> None:
     t = time.monotonic()
-    proc, run = rig_run(tmp_path, SOAK_OFFSET, "--users", "20", "--spawn-rate", "2", "--duration", "5m",
+    proc, run = rig_run(tmp_path, SOAK_OFFSET, "--users", "12", "--spawn-rate", "2", "--duration", "3m",
                         "--scenario", "fix_filler_in_on_enter", "--profile", "fast", "--script", "seed",
-                        "--call-gap", "60", "--fault", "kill-agent@2m", "--fault", "restart-livekit@3m",
-                        timeout=560)
+                        "--call-gap", "60", "--fault", "kill-agent@1m", "--fault", "restart-livekit@2m",
+                        timeout=450)
     elapsed = time.monotonic() - t
     assert run, "no run.json"
     assert not run["problems"], run["problems"]
@@ -134,12 +134,12 @@ def test_five_minute_soak_with_a_kill_and_a_livekit_restart_passes_the_fault_gat
     at = {f["name"]: f["at"] - t0 for f in run["faults"]}
     assert set(at) == {"kill-agent", "kill-agent:restarted", "restart-livekit",
                        "restart-livekit:restarted"}, at
-    assert 120 <= at["kill-agent"] < 135 and 180 <= at["restart-livekit"] < 195, at
+    assert 60 <= at["kill-agent"] < 75 and 120 <= at["restart-livekit"] < 135, at
     # Every count reconciles; the kill cut calls, so the turn check is the bounded one.
     checks = {c["name"]: c for c in run["reconciliation"]}
-    # 20 callers and two workers overload 2 cores: whether livekit-agents then logs an ERROR line
-    # the rig cannot name (a job process that crashes or will not exit) is not this test's to
-    # control. What it controls: each such line is listed in run.json and fails the run.
+    # A kill and a LiveKit restart on a loaded 2-core machine: whether livekit-agents then logs an
+    # ERROR line the rig cannot name (a job process that crashes or will not exit) is not this
+    # test's to control. What it controls: each such line is listed in run.json and fails the run.
     lines = checks.pop("agent logs: every ERROR line accounted for")
     unexplained = run["error_lines"]["unexplained"]
     assert lines["ok"] == (not unexplained) and ("unexplained" in lines["detail"]) == bool(unexplained), lines
