@@ -172,7 +172,7 @@ def test_barge_in_on_the_seed_is_counted_by_caller_and_agent(stack: native.Stack
                        "--script", "barge_in_preamble", "--call-gap", "1")
     barge_ins, barge_failed = run.requests("barge_in", "interrupt_preamble")
     conversations, conversations_failed = run.requests("conversation", "barge_in_preamble")
-    why = (run.failures, run.requests("dispatch_to_join"))
+    why = (run.failures, run.requests("join", "dispatch_to_join"))
     # Every call that ends well barged in; a call that did not barge in ended with a named
     # failure before the preamble (no agent, dead air), which the rig counts as such.
     assert barge_ins >= 1 and barge_failed == 0, why
