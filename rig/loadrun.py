@@ -1,5 +1,5 @@
 """One Locust run against a Backend, from start to settled counts: what `rig run` does once and
-`rig sweep` does per cell. Faults, if any, run beside it (rig.faults.FaultScheduler)."""
+`rig sweep` does per cell. Faults, if any, run beside it (rig.faultrun.FaultScheduler)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from rig import faults, headless, reconcile
+from rig import faultrun, faults, headless, reconcile
 from rig.backends.base import Backend, Load, LoadSpec
 
 LOCUST_SLACK_S = 120.0  # past duration + stop timeout, a Locust still running is a hang
@@ -24,7 +24,8 @@ class Outcome:
 
 
 def load_run(backend: Backend, out: Path, spec: LoadSpec, say: Callable[[str], None],
-             planned: Sequence[faults.Fault] = (), scheduler: faults.FaultScheduler | None = None) -> Outcome:
+             planned: Sequence[faults.Fault] = (),
+             scheduler: faultrun.FaultScheduler | None = None) -> Outcome:
     """Start the load (and the faults at their offsets), watch it to its end, wait for the
     faults to finish and their restarts, and for the agents' counts to settle."""
     before = reconcile.agent_totals(backend.agent_metrics_urls())
@@ -51,7 +52,7 @@ def load_run(backend: Backend, out: Path, spec: LoadSpec, say: Callable[[str], N
     return Outcome(result, after.minus(before), problems, t0, time.time())
 
 
-def watch(dead: Callable[[], str | None], load: Load, scheduler: faults.FaultScheduler | None,
+def watch(dead: Callable[[], str | None], load: Load, scheduler: faultrun.FaultScheduler | None,
           deadline: float) -> list[str]:
     """Until the Locust run ends; a service that dies on its own, or a Locust that outlives its
     own stop timeout, ends the run with a named problem."""

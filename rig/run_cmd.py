@@ -21,7 +21,19 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from rig import backends, errorlines, explain, faults, locust_web, native, paths, pins, reconcile, slo
+from rig import (
+    backends,
+    errorlines,
+    explain,
+    faultrun,
+    faults,
+    locust_web,
+    native,
+    paths,
+    pins,
+    reconcile,
+    slo,
+)
 from rig.backends.base import LoadSpec
 from rig.backends.containers import ComposeStackError
 from rig.console import EXIT_USAGE, err, out, run_then_tear_down
@@ -121,12 +133,13 @@ def main(args: argparse.Namespace) -> int:
     except ComposeStackError as e:
         err(f"rig run: {e}")
         return 1
-    scheduler = faults.FaultScheduler(backend, out)
+    scheduler = faultrun.FaultScheduler(backend, out)
     spec = LoadSpec(args.users, args.spawn_rate, duration, args.scenario, args.profile, args.script,
                     args.shape, args.call_gap, args.seed, args.network)
 
     def body() -> int:
         out(f"rig run: {backend.start()}")
+        faults.preflight(planned, backend)
         o = load_run(backend, folder / "locust", spec, lambda m: out(f"rig run: {m}"), planned, scheduler)
         time.sleep(SCRAPE_WAIT_S)
         t1 = time.time()
@@ -157,8 +170,8 @@ def main(args: argparse.Namespace) -> int:
         scheduler.join(15.0, restart=False)
         return backend.stop()
 
-    return run_then_tear_down("rig run", body, teardown,
-                              (native.StackError, ComposeStackError, locust_web.LocustWebError))
+    expected = (native.StackError, ComposeStackError, locust_web.LocustWebError, faults.FaultError)
+    return run_then_tear_down("rig run", body, teardown, expected)
 
 
 def _run_info(args: argparse.Namespace, duration: float, o: Outcome, t1: float) -> dict[str, Any]:

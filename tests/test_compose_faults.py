@@ -33,7 +33,7 @@ from pathlib import Path
 
 import pytest
 
-from rig import faults, headless
+from rig import faultrun, faults, headless
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "tools"))
 import toolpaths
@@ -74,7 +74,7 @@ def _real_agent_storage() -> dict:
     return out
 
 
-def _compose_file(metrics_port: int) -> dict:
+def _compose_file(metrics_port: int, livekit_metrics_port: int) -> dict:
     agent_health = {"test": ["CMD", "/bin/busybox", "test", "-f", "/tmp/ready"],
                     "interval": "300ms", "timeout": "2s", "retries": 3}
     ready = "touch /tmp/ready; "
@@ -99,6 +99,13 @@ def _compose_file(metrics_port: int) -> dict:
                 "command": _service_cmd(5, ready + count_start + "mkdir -p /www; echo"
                                         " 'lkrig_agent_sessions_active 2' > /www/metrics;"
                                         f" httpd -p 127.0.0.1:{metrics_port} -h /www; ")},
+            # the multinode profile's second node, the one with rooms (livekit's metrics: none)
+            "livekit-2": {
+                "image": IMAGE, "pull_policy": "never", "network_mode": "host", "init": True,
+                "environment": {"LIVEKIT_PROMETHEUS_PORT": str(livekit_metrics_port)},
+                "command": _service_cmd(0, "mkdir -p /www; printf 'livekit_room_total 3\\n"
+                                        "livekit_participant_total 6\\n' > /www/metrics;"
+                                        f" httpd -p 127.0.0.1:{livekit_metrics_port} -h /www; ")},
         },
     }
 
@@ -146,7 +153,7 @@ def project(engine: object) -> Iterator[Path]:
     """The compose project, up and healthy."""
     workdir = Path(tempfile.mkdtemp(prefix="lkrig-compose-"))
     compose_file = workdir / "compose.yaml"
-    compose_file.write_text(json.dumps(_compose_file(headless.free_port())))
+    compose_file.write_text(json.dumps(_compose_file(headless.free_port(), headless.free_port())))
     env = {**os.environ, "DOCKER_HOST": f"unix://{engine.sock}"}
     env.pop("COMPOSE_PROFILES", None)
     compose = [str(toolpaths.compose_bin()), "-f", str(compose_file), "--project-directory", str(workdir)]
@@ -165,7 +172,7 @@ def _injector(engine: object, **kw: object) -> tuple[object, list[str]]:
 
     said: list[str] = []
     backend = ComposeBackend(kw.pop("project_name", PROJECT), engine, **kw)
-    return faults.FaultScheduler(backend, said.append), said
+    return faultrun.FaultScheduler(backend, said.append), said
 
 
 def _drive(inj: object, specs: list[str], want: set[str], timeout: float = 40.0) -> None:
@@ -189,7 +196,7 @@ def _state(c: object) -> dict:
 
 def _snapshot(inj: object) -> dict[str, tuple[str, int]]:
     out = {}
-    for svc in ("livekit", "agent", "agent-providers"):
+    for svc in ("livekit", "livekit-2", "agent", "agent-providers"):
         for c in inj.backend.containers(svc):
             s = _state(c)
             out[c.name] = (s["StartedAt"], s["Pid"])
@@ -290,6 +297,24 @@ def test_restart_livekit_stops_and_starts_the_livekit_container(engine, project)
     assert s["Running"] and s["StartedAt"] != before[lk.name][0] and s["Pid"] != before[lk.name][1]
     assert {n: v for n, v in _snapshot(inj).items() if n != lk.name} == \
            {n: v for n, v in before.items() if n != lk.name}
+
+
+def test_kill_livekit_node_sigkills_the_node_hosting_the_most_rooms_and_starts_it_again(
+        engine, project) -> None:
+    inj, _ = _injector(engine)
+    kill = faults.parse("kill-livekit-node@0s")
+    faults.preflight([kill], inj.backend)  # two nodes: accepted
+    node = inj.backend.containers("livekit-2")[0]
+    before = _snapshot(inj)
+    _drive(inj, [kill.spec], {"kill-livekit-node", "kill-livekit-node:restarted"})
+    detail = str(inj.records[0]["detail"])
+    assert detail.startswith(f"{node.name} (") and "3 rooms, 6 participants) SIGKILL" in detail, detail
+    assert inj.records[0]["target"] == node.name
+    assert _logs(node) == ["started", "started"]  # no TERM reached it: a kill
+    s = _state(node)
+    assert s["Running"] and s["StartedAt"] != before[node.name][0]
+    assert {n: v for n, v in _snapshot(inj).items() if n != node.name} == \
+           {n: v for n, v in before.items() if n != node.name}
 
 
 def test_restart_waits_for_a_container_the_engine_already_started(engine, project) -> None:

@@ -35,7 +35,7 @@ from lkrig_instrument import names
 from stackutil import REPO, RIG, clean_drain, rig_env, wait_until
 
 from rig import envfile, paths, promapi, reconcile
-from rig.backends.containers import PROJECT_LABEL
+from rig.backends.containers import PROJECT_LABEL, metrics_url
 from rig.promapi import Prometheus
 
 pytestmark = pytest.mark.timeout(1800)
@@ -276,12 +276,12 @@ def _reaches_livekit(c: Any) -> bool:
 def test_partition_agent_cuts_one_agent_off_livekit_and_joins_it_again(stack: Stack) -> None:
     """The fault's primitives on the real stack: the busiest agent loses its link to livekit while
     it runs, gets it back with its network name, and registers again (its healthcheck)."""
-    from rig import faults
+    from rig import faultrun, faults
     from rig.backends.compose import ComposeBackend
 
     said: list[str] = []
     backend = ComposeBackend(PROJECT, stack.client, agent_services=("agent",))
-    scheduler = faults.FaultScheduler(backend, said.append)
+    scheduler = faultrun.FaultScheduler(backend, said.append)
     started = {c.name: c.attrs["State"]["StartedAt"] for c in stack.containers("agent")}
     assert all(_reaches_livekit(c) for c in stack.containers("agent"))
 
@@ -333,6 +333,44 @@ def test_multinode_profile_serves_a_caller_through_each_node(stack: Stack) -> No
     wait_until(lambda: [v for _, v in stack.query(
         lambda p: p.query('count(up{job="livekit"} == 1)', time.time()))] == [2.0],
         90, "Prometheus scraping both LiveKit nodes", interval=2)
+
+
+def test_a_killed_livekit_node_is_counted_and_started_again(stack: Stack) -> None:
+    """After the multinode test, so both nodes run. Four callers keep rooms open from the first
+    seconds (a call's room outlives it by livekit.yaml's departure_timeout), so at 25 s the node
+    the fault picks, the one hosting the most rooms, hosts at least one."""
+    nodes = {c.name: c.attrs["State"]["StartedAt"] for svc in ("livekit", "livekit-2")
+             for c in stack.containers(svc)}
+    assert len(nodes) == 2, nodes
+    agents = [metrics_url(c) for c in stack.containers("agent")]
+    wait_until(lambda: run_in(stack.client.netns, reconcile.agent_totals, agents).sessions_active == 0,
+               120, "the agents' sessions of the multinode test ended", interval=2)
+    run, rc = _run(stack, "node-kill", "--duration", "60s", "--scenario", "fix_filler_in_on_enter",
+                   "--fault", "kill-livekit-node@25s")
+    assert not run["problems"], run["problems"]
+    assert [f["name"] for f in run["faults"]] == ["kill-livekit-node", "kill-livekit-node:restarted"], \
+        run["faults"]
+    kill = run["faults"][0]
+    m = re.search(r"^(\S+) \(\w+, ([\d.]+) rooms, ([\d.]+) participants\) SIGKILL", kill["detail"])
+    assert m and m.group(1) in nodes, kill
+    victim, rooms = m.group(1), float(m.group(2))
+    assert rooms >= 1, kill
+    # The cut calls are bounded, not lost: every count still reconciles.
+    assert all(c["ok"] for c in run["reconciliation"]), run["reconciliation"]
+    assert rc == 0
+    c = stack.client.containers.get(victim)
+    assert c.status == "running" and c.attrs["State"]["StartedAt"] != nodes[victim], c.attrs["State"]
+    survivor = next(n for n in nodes if n != victim)
+    assert stack.client.containers.get(survivor).attrs["State"]["StartedAt"] == nodes[survivor]
+    # Both nodes are scraped again, and the kill reached the dashboard under the node's name.
+    wait_until(lambda: [v for _, v in stack.query(
+        lambda p: p.query('count(up{job="livekit"} == 1)', time.time()))] == [2.0],
+        90, "Prometheus scraping both LiveKit nodes again", interval=2)
+    window = f"{max(1, round(time.time() - run['run']['t0']))}s"
+    marks = stack.query(lambda p: p.query(
+        f'max_over_time({names.FAULT_TIMESTAMP.name}{{fault="kill-livekit-node"}}[{window}])', time.time()))
+    assert {(labels["target"], labels["phase"]) for labels, _ in marks} == \
+        {(victim, "start"), (victim, "end")}, marks
 
 
 def test_compose_down_leaves_no_container_network_or_volume(stack: Stack) -> None:

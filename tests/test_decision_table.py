@@ -60,9 +60,10 @@ CELLS = _cells()
 
 @pytest.fixture(scope="module")
 def replays(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str, str], Replay]:
-    """Every cell's replay and the kept-task ones, two at a time (one per core), each started as
-    soon as one ends. The real-time barge-ins go first, so that no long one is left running alone
-    at the end."""
+    """Every cell's replay and the kept-task ones, four at a time, each started as soon as one ends.
+    A replay mostly waits on its scripted latencies (the load average stays under one with two at
+    a time), so four fit two cores. The real-time barge-ins go first, so that no long one is left
+    running alone at the end."""
     tmp = tmp_path_factory.mktemp("decisions")
     keys = sorted(CELLS + KEPT, key=lambda k: k[2] != BARGE)
 
@@ -70,7 +71,7 @@ def replays(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str, st
         return finish(*start(tmp, "--agents-version", k[0], "--scenario", k[1], "--profile", "fast",
                              "--timeline", "--verbose", *OPTIONS[k[2]]))
 
-    with ThreadPoolExecutor(max_workers=2) as pool:
+    with ThreadPoolExecutor(max_workers=4) as pool:
         return dict(zip(keys, pool.map(run, keys), strict=True))
 
 

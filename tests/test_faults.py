@@ -20,6 +20,7 @@ REPO = Path(__file__).resolve().parent.parent
     ("kill-agent@120s", "kill-agent", 120.0),
     ("drain-agent@1.5m", "drain-agent", 90.0),
     ("restart-livekit@3m", "restart-livekit", 180.0),
+    ("kill-livekit-node@90s", "kill-livekit-node", 90.0),
     ("partition-agent@60s:for=20s", "partition-agent", 60.0),
 ])
 def test_each_kind_parses_its_offset(spec: str, kind: str, at: float) -> None:
@@ -70,7 +71,33 @@ def test_every_kind_is_registered_once_with_what_the_run_needs() -> None:
         assert set(k.backends) <= {"native", "compose"}
     # the kinds that cut calls are the ones the reconciliation must bound
     assert {k.name for k in faults.KINDS.values() if k.cuts_calls} == \
-        {"kill-agent", "restart-livekit", "partition-agent"}
+        {"kill-agent", "restart-livekit", "kill-livekit-node", "partition-agent"}
+
+
+class OneNode:
+    """What kill-livekit-node's preflight reads of a started stack."""
+
+    label = "compose project 'x'"
+
+    def __init__(self, *nodes: str) -> None:
+        self.nodes = nodes
+
+    def livekit_nodes(self) -> dict[str, str | None]:
+        return dict.fromkeys(self.nodes)
+
+
+def test_a_livekit_node_kill_needs_a_second_node_and_says_how_to_start_one() -> None:
+    kill = faults.parse("kill-livekit-node@30s")
+    with pytest.raises(faults.FaultError, match="kill-livekit-node runs on compose stacks only, not native"):
+        faults.check_backend([kill], "native")
+    with pytest.raises(faults.FaultError) as e:
+        faults.preflight([kill], OneNode("x-livekit-1"))  # type: ignore[list-item]
+    assert str(e.value) == ("--fault kill-livekit-node@30s: compose project 'x' runs 1 LiveKit node"
+                            " (x-livekit-1); a node kill needs two or more: start the multinode profile"
+                            " (COMPOSE_PROFILES=multinode, see .env.example)")
+    faults.preflight([kill], OneNode("x-livekit-1", "x-livekit-2-1"))  # type: ignore[list-item]
+    with pytest.raises(faults.FaultError, match="takes no arguments"):
+        faults.parse("kill-livekit-node@30s:livekit-2")
 
 
 def test_help_and_docs_come_from_the_registry() -> None:

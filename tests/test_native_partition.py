@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from stackutil import wait_until
 
-from rig import faults, netcut
+from rig import faultrun, faults, netcut
 from rig.backends.native import NativeBackend
 
 pytestmark = pytest.mark.timeout(240)
@@ -38,7 +38,7 @@ def test_partition_agent_cuts_the_busiest_agent_off_livekit_and_joins_it_again(t
     said: list[str] = []
     backend = NativeBackend(agents=2, loadgen_workers=1, run_dir=tmp_path / "stack", port_offset=OFFSET,
                             env_file=tmp_path / ".env", isolate_agents=True)
-    scheduler = faults.FaultScheduler(backend, said.append)
+    scheduler = faultrun.FaultScheduler(backend, said.append)
     groups: dict[str, Path | None] = {}
     try:
         backend.start()

@@ -212,7 +212,8 @@ CALLERS_ACTIVE = Metric(
 # the last event of their label set, so an annotation query places each event exactly
 # (useValueForTime), whatever the scrape interval, and a second event of the same kind shows as a
 # new value.
-FAULT_KINDS = ("kill-agent", "drain-agent", "restart-livekit", "slow-provider", "partition-agent")
+FAULT_KINDS = ("kill-agent", "drain-agent", "restart-livekit", "kill-livekit-node", "slow-provider",
+               "partition-agent")
 EVENT_PHASES = ("start", "end")
 RUN_PHASES = ("start", "stop")
 FAULT_TIMESTAMP = Metric(
@@ -243,11 +244,13 @@ AGENT_METRICS = tuple(m for m in ALL if m.side == "agent")
 CALLER_METRICS = tuple(m for m in ALL if m.side == "caller")
 RUN_METRICS = tuple(m for m in ALL if m.side == "run")
 
-# Series the dashboards and rules read from other exporters (livekit-server's and the
+# Series the dashboards, rules and faults read from other exporters (livekit-server's and the
 # livekit-agents worker's own /metrics); listed so the "no unknown names" checks cover them.
+LIVEKIT_ROOMS = "livekit_room_total"  # a gauge despite its name: rooms on the node now
+LIVEKIT_PARTICIPANTS = "livekit_participant_total"  # also a gauge
 EXTERNAL = (
-    "livekit_room_total",
-    "livekit_participant_total",
+    LIVEKIT_ROOMS,
+    LIVEKIT_PARTICIPANTS,
     "livekit_packet_loss_total",
     "livekit_packet_total",
     "livekit_jitter_us_bucket",

@@ -71,6 +71,9 @@ class Backend(Protocol):
     def events_url(self) -> str | None:
         """Where the Locust master of the load takes fault events (loadgen/exporter.py)."""
 
+    def livekit_nodes(self) -> dict[str, str | None]:
+        """Each running LiveKit node's name (for stop_service) and its /metrics URL."""
+
     # -- the agents
     def agent_metrics(self) -> dict[str, str | None]:
         """Each running agent's /metrics URL by name (None: not reachable)."""

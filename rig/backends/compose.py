@@ -35,7 +35,10 @@ from rig import faults, locust_web, promapi, reconcile
 from rig.backends import containers as ct
 from rig.backends.base import LoadSpec
 
-SERVICES = ("livekit", "agent", "agent-providers", "prometheus", "locust-master", "locust-worker")
+SERVICES = ("livekit", "livekit-2", "agent", "agent-providers", "prometheus", "locust-master",
+            "locust-worker")
+# The LiveKit nodes past the first: the multinode profile's second node (docker-compose.yml).
+MORE_LIVEKIT_NODES = ("livekit-2",)
 OVERRIDE_ENV = "LKRIG_LATENCY_OVERRIDE"
 HEALTH_TIMEOUT_S = 180.0  # a restarted agent: start, healthcheck interval, registration
 
@@ -128,6 +131,14 @@ class ComposeBackend:
     @property
     def prometheus_url(self) -> str:
         return ct.published(self.one("prometheus"), 9090)
+
+    def livekit_nodes(self) -> dict[str, str | None]:
+        found: dict[str, str | None] = {}
+        for svc in (self.livekit_service, *MORE_LIVEKIT_NODES):
+            for c in self.containers(svc):
+                if c.status == "running":
+                    found[c.name] = ct.metrics_url(c, ct.env_of(c).get("LIVEKIT_PROMETHEUS_PORT", "6789"))
+        return found
 
     @property
     def locust_url(self) -> str:

@@ -59,6 +59,9 @@ class NativeBackend:
     def prometheus_url(self) -> str:
         return self.info.prometheus_url
 
+    def livekit_nodes(self) -> dict[str, str | None]:
+        return {self.livekit: self.info.livekit_metrics_url}
+
     def start_load(self, out: Path, spec: LoadSpec) -> headless.Headless:
         info = self.info
         env = {**os.environ, "LIVEKIT_URL": info.livekit_url, "LIVEKIT_API_KEY": info.api_key,
