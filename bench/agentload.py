@@ -159,13 +159,15 @@ class Stack:
 
 
 @contextlib.contextmanager
-def stack(port_offset: int, run_dir: Path, env: dict[str, str]) -> Iterator[Stack]:
-    """A native stack with one agent worker; `env` is set for the agent (and this process)."""
+def stack(port_offset: int, run_dir: Path, env: dict[str, str],
+          agent_module: str = native.AGENT_MODULE) -> Iterator[Stack]:
+    """A native stack with one agent worker (`python -m agent_module start`); `env` is set for
+    the agent (and this process)."""
     os.environ.update(env)
     run_dir.mkdir(parents=True, exist_ok=True)
     st = native.NativeStack(native.NativeOptions(
         agents=1, loadgen_workers=0, run_dir=run_dir, port_offset=port_offset,
-        env_file=run_dir / ".env", say=lambda _m: None))
+        env_file=run_dir / ".env", agent_module=agent_module, say=lambda _m: None))
     info = st.start()
     try:
         child_env = dict(os.environ, LIVEKIT_URL=info.livekit_url, LIVEKIT_API_KEY=info.api_key,

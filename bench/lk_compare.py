@@ -1,17 +1,19 @@
-"""Benchmark: our callers' CPU next to `lk perf load-test` audio publishers' CPU, same server.
+"""Benchmark: our callers' CPU next to the LiveKit CLI's load-test participants, same server.
 
 Not a test. On one native livekit-server (rig.native, no agent), in one run:
   1. N of our callers (bench/loadgen_capacity.py: real voice drivers, the stand-in responder as
-     the far end): driver CPU per caller;
-  2. N audio publishers of the LiveKit CLI (`lk perf load-test --audio-publishers N`, built by
-     bench/install-lk.sh); if lk cannot be built, the script says why and runs bench/lkpub
-     instead: the same kind of publisher (Go server SDK, a pre-encoded Opus clip in a loop, no
-     subscription), written for this rig. The table names which one ran.
-A caller does more than a publisher (Opus encode of its microphone, subscription and Opus
-decode of the agent, onset detection, the conversation), so the ratio is what a full caller
-costs over the cheapest possible audio participant.
+     the far end): driver CPU per caller, a caller being one full conversation;
+  2. N audio publishers of `lk perf load-test --audio-publishers N`: publish-only, a
+     pre-encoded Opus clip in a loop, no subscription;
+  3. N echo rooms of `lk perf agent-load-test --rooms N`: one echo participant per room, which
+     subscribes to the agent's audio and sends every payload back 5 s later, undecoded. The
+     agent is bench/responder.py, talking (bench/lkecho.py).
+lk comes from bench/install-lk.sh (or a binary placed in its cache: LK_CLI_VERSION). Where lk
+cannot be had, the script says why and runs bench/lkpub instead, the same kinds of participant
+written for this rig on the same Go SDK; the table names which one ran.
 
-    flock /tmp/lkrig-live.lock .venv/bin/python bench/lk_compare.py --callers 10 --publishers 10,40
+    flock /tmp/lkrig-live.lock .venv/bin/python bench/lk_compare.py --callers 10,40 --publishers 10,40 \
+        --echo-rooms 10,40
 """
 
 from __future__ import annotations
@@ -27,18 +29,24 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from bench import agentload as al  # noqa: E402
+from bench import lkecho  # noqa: E402
 from bench import loadgen_capacity as lc  # noqa: E402
-from rig import native, paths, procs  # noqa: E402
+from bench.lkmeter import incoming_packets, proc_cpu_s  # noqa: E402
+from rig import native, paths  # noqa: E402
 
 CLIP_TEXT = ("What programs do you have for kids? She is seven years old, and a girl. "
              "Do you have anything on Saturday morning?")
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "lk_compare.jsonl"
 LKPUB_SRC = REPO / "bench" / "lkpub"
+# why a built lk's publishers may send nothing (docs/benchmarks.md, section 1)
+LFS_HINT = ("an lk built from a source checkout without its Git LFS objects embeds pointer files "
+            "as its clips (pkg/provider/resources/*.ogg) and sends nothing")
 
 
 def lk_binary() -> tuple[Path | None, str]:
@@ -105,28 +113,6 @@ def opus_clip() -> Path:
     return out
 
 
-def proc_cpu_s(pid: int) -> float:
-    raw = Path(f"/proc/{pid}/stat").read_text()
-    f = raw[raw.rindex(")") + 2:].split()
-    return (int(f[11]) + int(f[12])) / al.CLK_TCK
-
-
-def incoming_packets(metrics_url: str) -> float:
-    """livekit-server's count of packets received: livekit_packet_total{direction="incoming"}
-    (v1.13.5: labels country, direction, transmission, node_id, node_type). The server adds a
-    track's RTP packets to it from the track's stats every 5 s (connectionquality's
-    UpdateInterval), not per packet, so a window needs 5 s or more to see each track counted;
-    the WebSocket's signal messages are counted too (a few per participant)."""
-    got = procs.http_get(metrics_url, timeout=5)
-    if got is None:
-        raise RuntimeError(f"livekit-server metrics at {metrics_url} did not answer")
-    total = 0.0
-    for line in got[1].decode().splitlines():
-        if line.startswith("livekit_packet_total{") and 'direction="incoming"' in line:
-            total += float(line.rsplit(" ", 1)[1])
-    return total
-
-
 def run_publishers(binary: Path, n: int, duration: float, env: dict[str, str], lk: bool,
                    metrics_url: str) -> dict[str, float]:
     """CPU of `n` publishers over `duration` s after all are up (5 s settle), and the packets
@@ -138,7 +124,8 @@ def run_publishers(binary: Path, n: int, duration: float, env: dict[str, str], l
     else:
         argv = [str(binary), "-n", str(n), "-opus", str(opus_clip()), "-duration", f"{duration + 6:.0f}s"]
     load0 = os.getloadavg()[0]
-    p = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, text=True)
+    # lk writes its statistics table to stdout at the end: a pipe nobody reads could fill
+    p = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL if lk else subprocess.PIPE, text=True)
     try:
         if lk:
             time.sleep(8.0)  # lk prints no readiness line we rely on: give it its ramp
@@ -165,7 +152,7 @@ def run_publishers(binary: Path, n: int, duration: float, env: dict[str, str], l
 async def run(args: argparse.Namespace) -> int:
     lk, why = lk_binary()
     if lk is None:
-        print(f"lk_compare: no lk: {why}\nlk_compare: running bench/lkpub (an lk-style publisher) instead",
+        print(f"lk_compare: no lk: {why}\nlk_compare: running bench/lkpub (lk-style participants) instead",
               file=sys.stderr)
     binary = lk or lkpub_binary()
     opus_clip()
@@ -200,36 +187,66 @@ async def run(args: argparse.Namespace) -> int:
                          "cpu_pct_per_participant": r["cpu_pct_per_publisher"], "rc": r["rc"],
                          "server_packets_per_s_per_publisher": r["server_packets_per_s_per_publisher"],
                          "loadavg_1m": r["loadavg_1m"]})
+        for n in [int(x) for x in args.echo_rooms.split(",") if x]:
+            r = await lkecho.run_echo(binary, n, args.duration, env, lk is not None, info.livekit_metrics_url)
+            rows.append({"what": "lk echo rooms" if lk else "lkpub echo rooms (lk stand-in)", "n": n,
+                         "cpu_pct_per_participant": r["cpu_pct_per_room"], "rc": r["rc"],
+                         "rooms_echoing": r["rooms_echoing"], "ramp_s": r["ramp_s"],
+                         "server_packets_per_s_per_room": r["server_packets_per_s_per_room"],
+                         "loadavg_1m": r["loadavg_1m"]})
     finally:
         stack.stop()
-    pubs = [r["cpu_pct_per_participant"] for r in rows if "publishers" in str(r["what"])]
-    ref = min(pubs) if pubs else None
-    print(f"{'participants':<34}{'n':>4}{'CPU/participant':>17}{'per core':>10}{'ratio':>7}{'load 1m':>11}")
-    out = Path(args.out)
+    version = None
+    if lk is not None:  # "lk version 2.18.3"
+        version = subprocess.run([str(lk), "--version"], capture_output=True, text=True).stdout.split()[-1]
+    return report(rows, Path(args.out), why, version)
+
+
+def report(rows: list[dict[str, Any]], out: Path, why: str, lk_version: str | None) -> int:
+    """Prints the table, appends the result lines; 1 when a level's participants did not do their
+    part (then their CPU is not a result)."""
+    callers = {r["n"]: r["cpu_pct_per_participant"] for r in rows if r["what"] == "rig callers"}
+
+    def caller_over(r: dict[str, Any]) -> str:
+        """A caller's CPU over this participant's, at the same count (else the largest count)."""
+        c = callers.get(r["n"]) or (callers[max(callers)] if callers else None)
+        mine = r["cpu_pct_per_participant"]
+        return f"{c / mine:12.1f}" if c and mine and r["what"] != "rig callers" else f"{'-':>12}"
+
+    print(f"{'participants':<34}{'n':>4}{'CPU/participant':>17}{'per core':>10}{'caller/this':>12}"
+          f"{'load 1m':>11}")
     out.parent.mkdir(parents=True, exist_ok=True)
+    # the proxy's address stays out of the results (they are committed)
+    why_kept = re.sub(r"https?://[^/\s,)]+", "<GOPROXY>", why) if why else None
     with out.open("a") as f:
         for r in rows:
             c = r["cpu_pct_per_participant"]
-            ratio = f"{c / ref:7.1f}" if ref and c else "      -"
-            pps = r.get("server_packets_per_s_per_publisher")
-            print(f"{r['what']:<34}{r['n']:>4}{c:>16.2f}%{100 / c if c else 0:>10.0f}{ratio}"
+            pps = r.get("server_packets_per_s_per_publisher", r.get("server_packets_per_s_per_room"))
+            print(f"{r['what']:<34}{r['n']:>4}{c:>16.2f}%{100 / c if c else 0:>10.0f}{caller_over(r)}"
                   f"{r['loadavg_1m'][0]:>6.1f}-{r['loadavg_1m'][1]:<4.1f}"
-                  + (f"  server received {pps:.1f} packets/s per publisher" if pps is not None else ""))
-            # the proxy's address stays out of the results (they are committed)
-            why_kept = re.sub(r"https?://[^/\s,)]+", "<GOPROXY>", why) if why else None
-            f.write(al.summary_line(**al.machine(), lk_unavailable=why_kept, **r) + "\n")
+                  + (f"  server received {pps:.1f} packets/s each" if pps is not None else "")
+                  + (f", {r['rooms_echoing']} of {r['n']} rooms echoed" if "rooms_echoing" in r else ""))
+            kept = {"lk_unavailable": why_kept, "lk_version": lk_version}
+            f.write(al.summary_line(**al.machine(), **kept, **r) + "\n")
+    failed = 0
     silent = [r["n"] for r in rows if r.get("server_packets_per_s_per_publisher") == 0]
-    if silent:  # then their CPU is that of publishers that do not publish: not a result
-        print(f"lk_compare: livekit-server received no packets at publisher level(s) {silent}: "
-              "they did not send (their own log is above)", file=sys.stderr)
-        return 1
-    return 0
+    if silent:
+        print(f"lk_compare: livekit-server received no packets at publisher level(s) {silent}: they did "
+              f"not send (if lk ran: {LFS_HINT})", file=sys.stderr)
+        failed = 1
+    mute = [r["n"] for r in rows if r.get("rooms_echoing", r["n"]) < r["n"]]
+    if mute:
+        print(f"lk_compare: at echo level(s) {mute} not every room had an agent to echo "
+              "(its table or log is above)", file=sys.stderr)
+        failed = 1
+    return failed
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--callers", default="10", help="comma-separated caller counts")
     p.add_argument("--publishers", default="10,40", help="comma-separated publisher counts")
+    p.add_argument("--echo-rooms", default="10", help="comma-separated echo room counts")
     p.add_argument("--duration", type=float, default=45.0, help="seconds per level")
     p.add_argument("--port-offset", type=int, default=12900)
     p.add_argument("--run-dir", default="/tmp/lkrig-bench-lk")

@@ -9,7 +9,12 @@ with pre-rendered speech after a random delay. After each reply it publishes
 CLOCK_MONOTONIC time its first speech sample went out (shared by every process on the host):
 the truth the caller's measured onset is compared with.
 
-stdin: {"op": "join", "room": name, "seed": n} lines; end of input = leave every room, exit.
+With "talk_every": s in its join line it answers nothing and speaks the reply every s seconds
+instead: the agent of `lk perf agent-load-test`'s echo rooms (bench/lkecho.py), whose echo
+participant only repeats what it hears.
+
+stdin: {"op": "join", "room": name, "seed": n[, "talk_every": s]} lines; end of input = leave
+every room, exit.
 """
 
 from __future__ import annotations
@@ -33,8 +38,9 @@ CALLER_LEAD_MS, CALLER_TRAIL_MS = 200.0, 300.0
 
 
 class Room:
-    def __init__(self, name: str, seed: int, owner: Responder) -> None:
+    def __init__(self, name: str, seed: int, owner: Responder, talk_every: float = 0.0) -> None:
         self.name = name
+        self.talk_every = talk_every
         self.rng = random.Random(seed)
         self.owner = owner
         self.room = owner.engine.room(name, self)
@@ -61,12 +67,21 @@ class Room:
             if res.get("ev") != "joined":
                 print(f"responder: room {self.name}: {res.get('step')}: {res.get('error')}", file=sys.stderr)
                 return
+            if self.talk_every:
+                talk = asyncio.ensure_future(self.talk())
+                self.tasks.add(talk)
             await self.done.wait()
         finally:
             for t in list(self.tasks):
                 t.cancel()
             await asyncio.gather(*self.tasks, return_exceptions=True)
             await self.room.leave()
+
+    async def talk(self) -> None:
+        at = time.monotonic()
+        while True:
+            await self.room.play(self.owner.reply, not_before=at)
+            at += self.talk_every
 
     async def reply(self, turn: str, text: str, arrival: float) -> None:
         # The caller sends the transcript right before its utterance: its speech ends about
@@ -95,7 +110,7 @@ class Responder:
             msg = json.loads(line)
             if msg.get("op") == "join":
                 name = str(msg["room"])
-                r = Room(name, int(msg.get("seed", 0)), self)
+                r = Room(name, int(msg.get("seed", 0)), self, float(msg.get("talk_every", 0.0)))
                 task = loop.create_task(r.run())
                 self.rooms[name] = task
                 task.add_done_callback(lambda _t, n=name: self.rooms.pop(n, None))

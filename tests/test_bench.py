@@ -3,16 +3,18 @@ script runs here as a user runs it (`.venv/bin/python bench/X.py ...` from the r
 smallest size that still goes through its whole path (1-2 sessions or callers, 8-20 s), with its
 results in tmp_path (--out). A test asserts the exit code and that the result line has the keys
 the tables of docs/benchmarks.md and loadgen/README.md (and the scripts' --report) read: not
-their values, which at these sizes on a shared machine mean nothing. The one value checked is a
-correctness one: publishers that send are seen by livekit-server (lk_compare).
+their values, which at these sizes on a shared machine mean nothing. The values checked are
+correctness ones (lk_compare): publishers that send are seen by livekit-server, and an echo
+room has an agent to echo.
 
 Covered through the scripts that use them, not alone:
   * bench/agentload.py (a library): the stack, callers and /proc meter of agent_capacity,
     fidelity and overhead; its result-line helpers in every script;
+  * bench/bare_agent.py (an agent worker module): overhead's `bare` setting runs it;
   * bench/responder.py (the stand-in agent, a process the scripts start): loadgen_capacity and
-    the callers' level of lk_compare;
+    the callers' and echo rooms' levels of lk_compare (bench/lkecho.py, bench/lkmeter.py);
   * bench/install-lk.sh and bench/lkpub: lk_compare runs install-lk.sh first; where the Go module
-    proxy refuses the LiveKit CLI (as here) it runs lkpub instead, which scripts/setup.d/
+    proxy refuses the LiveKit CLI (as here) it runs lkpub (and `lkpub -echo`) instead, which scripts/setup.d/
     40-bench-tools.sh builds ahead (about a minute cold), with opusenc (Debian's opus-tools).
 
 Not run: compose_stack.py's cold build (an empty data root: every layer and package, ~2 min) and
@@ -88,10 +90,15 @@ MACHINE = ("nproc", "cpu", "date", "livekit_server", "livekit_agents", "livekit_
     # two sessions: calls alternate between the profiles, so both are driven
     pytest.param("fidelity.py", ["--sessions", "2", "--duration", "20", "--warmup", "3"], FIDELITY,
                  ("sessions", "loadavg_1m", "latency_s"), id="fidelity"),
-    # its window opens 12 s in (no --warmup here): 18 s leaves one of a few turns
-    pytest.param("overhead.py", ["--instrument", "on", "--sessions", "1", "--duration", "18"], OVERHEAD,
+    pytest.param("overhead.py", ["--instrument", "on", "--sessions", "1", "--duration", "24",
+                                 "--warmup", "3"], OVERHEAD,
                  ("instrument", "turns", "worker_cpu_pct", "cpu_ms_per_turn", "loadavg_1m"),
                  id="overhead"),
+    # bench/bare_agent.py, the bare AgentSession the rig's agent is compared with
+    pytest.param("overhead.py", ["--instrument", "bare", "--sessions", "1", "--duration", "24",
+                                 "--warmup", "3"], OVERHEAD,
+                 ("instrument", "turns", "worker_cpu_pct", "cpu_ms_per_turn", "loadavg_1m"),
+                 id="overhead_bare"),
 ])
 def test_agent_benchmark(tmp_path: Path, script: str, args: list[str], offset: int,
                          keys: tuple[str, ...]) -> None:
@@ -104,6 +111,8 @@ def test_agent_benchmark(tmp_path: Path, script: str, args: list[str], offset: i
     has_keys(line, *MACHINE, *keys)
     if script == "fidelity.py":
         assert set(line["latency_s"]) == {"bench_a", "bench_b"}  # its two profiles
+    if script == "overhead.py":  # the worker (the rig's or the bare one) took the call and answered
+        assert line["instrument"] == args[1] and line["turns"] > 0, line
     bench(script, "--report", "--out", str(out), timeout=60)
 
 
@@ -123,15 +132,16 @@ def test_loadgen_capacity(tmp_path: Path) -> None:
 
 
 def test_lk_compare(tmp_path: Path) -> None:
-    """One caller, then one publisher (lk, or bench/lkpub where lk cannot be built) on one
-    livekit-server; the server must have received the publisher's packets."""
+    """One caller, one publisher and one echo room (lk's, or bench/lkpub's where lk cannot be
+    built) on one livekit-server: the server must have received the publisher's packets, and
+    the echo room must have had the stand-in agent to echo."""
     out = tmp_path / "lk_compare.jsonl"
     # 12 s is its least: the publishers' window (duration - 5 s) must hold one of the server's
     # 5-second packet counts
-    bench("lk_compare.py", "--callers", "1", "--publishers", "1", "--duration", "12",
+    bench("lk_compare.py", "--callers", "1", "--publishers", "1", "--echo-rooms", "1", "--duration", "12",
           "--port-offset", str(LK_COMPARE), "--run-dir", str(tmp_path / "stack"), "--out", str(out))
-    callers, publishers = results(out)
-    for row in (callers, publishers):
+    callers, publishers, echo = results(out)
+    for row in (callers, publishers, echo):
         has_keys(row, *MACHINE, "what", "n", "cpu_pct_per_participant", "loadavg_1m", "lk_unavailable")
         assert row["n"] == 1
     assert callers["what"] == "rig callers"
@@ -139,6 +149,10 @@ def test_lk_compare(tmp_path: Path) -> None:
     assert "publishers" in publishers["what"]
     assert publishers["rc"] == 0, "the publisher process failed"
     assert publishers["server_packets_per_s_per_publisher"] > 0, "livekit-server saw no packet"
+    assert "echo rooms" in echo["what"]
+    assert echo["rc"] == 0, "the echo process failed"
+    assert echo["rooms_echoing"] == 1, "the echo room had no agent, or echoed nothing"
+    assert echo["server_packets_per_s_per_room"] > 0, "livekit-server saw no packet"
 
 
 def test_startup(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@
 //	lkpub -url ws://127.0.0.1:7880 -key K -secret S -n 10 -opus clip.ogg -duration 60s
 //
 // Prints {"ready": n, "pid": p} once every publisher is publishing, then {"done": n} at the end.
+// With -echo it opens n echo rooms instead, as `lk perf agent-load-test` does (echo.go).
 package main
 
 import (
@@ -91,9 +92,14 @@ func main() {
 	clip := flag.String("opus", "", "Ogg Opus clip, one 20 ms packet per page")
 	duration := flag.Duration("duration", time.Minute, "how long to publish once all are up")
 	prefix := flag.String("room-prefix", "lkpub", "room name prefix")
+	echo := flag.Bool("echo", false, "open n echo rooms (lk perf agent-load-test) instead of publishers")
+	echoDelay := flag.Duration("echo-delay", 5*time.Second, "how long an echo room holds what it hears")
 	flag.Parse()
+	if *echo && *url != "" && *key != "" && *secret != "" && *n >= 1 {
+		os.Exit(runEcho(*url, *key, *secret, *n, *prefix, *echoDelay, *duration))
+	}
 	if *url == "" || *key == "" || *secret == "" || *clip == "" || *n < 1 {
-		fmt.Fprintln(os.Stderr, "lkpub: -url, -key, -secret (or LIVEKIT_* variables), -opus and -n >= 1 are required")
+		fmt.Fprintln(os.Stderr, "lkpub: -url, -key, -secret (or LIVEKIT_* variables), -n >= 1 and -opus (or -echo) are required")
 		os.Exit(2)
 	}
 	packets, err := readOpus(*clip)
