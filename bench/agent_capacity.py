@@ -7,8 +7,8 @@ line; --report prints the table of every line in --out. The callers, livekit-ser
 worker share the machine, so on a small machine the knee is the machine's, not the worker's:
 the table carries the 1-minute load average and the worker's own CPU.
 
-    flock /tmp/lkrig-live.lock .venv/bin/python bench/agent_capacity.py --sessions 1,2
-    flock /tmp/lkrig-live.lock .venv/bin/python bench/agent_capacity.py --sessions 3,4
+    .venv/bin/python bench/agent_capacity.py --sessions 1,2
+    .venv/bin/python bench/agent_capacity.py --sessions 3,4
     .venv/bin/python bench/agent_capacity.py --report
 """
 

@@ -95,14 +95,19 @@ def machine() -> dict[str, Any]:
 # --- the worker's processes ----------------------------------------------------------------------
 
 
+def cpu_ticks(pid: int, children: bool = False) -> int:
+    """utime + stime of `pid` in clock ticks, with its reaped children's (cutime + cstime)."""
+    raw = Path(f"/proc/{pid}/stat").read_text()
+    f = raw[raw.rindex(")") + 2:].split()
+    return int(f[11]) + int(f[12]) + (int(f[13]) + int(f[14]) if children else 0)
+
+
 def _tree_sample(sid: int) -> tuple[float, int, int]:
     """(CPU seconds incl. reaped children, PSS kB, processes) of session `sid`."""
     ticks = pss = n = 0
     for pid in procs.session_members(sid):
         try:
-            raw = Path(f"/proc/{pid}/stat").read_text()
-            f = raw[raw.rindex(")") + 2:].split()
-            ticks += int(f[11]) + int(f[12]) + int(f[13]) + int(f[14])
+            ticks += cpu_ticks(pid, children=True)
             for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
                 if line.startswith("Pss:"):
                     pss += int(line.split()[1])

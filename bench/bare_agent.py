@@ -52,9 +52,12 @@ MIN_SPEECH_S = 0.5  # shorter VAD segments (a breath, a tail) get an empty final
 CHUNK_S = 0.1
 
 
+DELAY_NAMES = ("stt_final", "llm_ttft", "llm_token", "tts_first_byte")  # a profile's, less its tool's
+
+
 def delays() -> dict[str, float]:
     """BARE_AGENT_DELAYS_MS="stt_final=100,llm_ttft=300,llm_token=10,tts_first_byte=150", in s."""
-    out = dict.fromkeys(("stt_final", "llm_ttft", "llm_token", "tts_first_byte"), 0.0)
+    out = dict.fromkeys(DELAY_NAMES, 0.0)
     for part in filter(None, os.environ.get("BARE_AGENT_DELAYS_MS", "").split(",")):
         key, _, ms = part.partition("=")
         if key not in out:

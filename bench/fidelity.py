@@ -12,7 +12,7 @@ path; subtracting A from B cancels everything but the injected difference, so
 is what the rig's measurement adds or loses (goal: 10 ms p50, 25 ms p95). The 90 % interval is a
 bootstrap over the turns. --report pools every run in --out.
 
-    flock /tmp/lkrig-live.lock .venv/bin/python bench/fidelity.py --duration 150
+    .venv/bin/python bench/fidelity.py --duration 150
     .venv/bin/python bench/fidelity.py --report
 """
 
@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import random
 import sys
+import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -104,7 +105,7 @@ def main() -> int:
     p.add_argument("--warmup", type=float, default=al.Load.warmup,
                    help="seconds from the first call to the measurement window")
     p.add_argument("--port-offset", type=int, default=12900)
-    p.add_argument("--run-dir", default="/tmp/lkrig-bench-fidelity")
+    p.add_argument("--run-dir", default=str(Path(tempfile.gettempdir()) / "lkrig-bench-fidelity"))
     p.add_argument("--out", default=str(DEFAULT_OUT), help="JSON lines are appended here")
     p.add_argument("--report", action="store_true", help="pool every run in --out and print")
     args = p.parse_args()

@@ -12,7 +12,7 @@ lk comes from bench/install-lk.sh (or a binary placed in its cache: LK_CLI_VERSI
 cannot be had, the script says why and runs bench/lkpub instead, the same kinds of participant
 written for this rig on the same Go SDK; the table names which one ran.
 
-    flock /tmp/lkrig-live.lock .venv/bin/python bench/lk_compare.py --callers 10,40 --publishers 10,40 \
+    .venv/bin/python bench/lk_compare.py --callers 10,40 --publishers 10,40 \
         --echo-rooms 10,40
 """
 
@@ -27,6 +27,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -249,7 +250,7 @@ def main() -> int:
     p.add_argument("--echo-rooms", default="10", help="comma-separated echo room counts")
     p.add_argument("--duration", type=float, default=45.0, help="seconds per level")
     p.add_argument("--port-offset", type=int, default=12900)
-    p.add_argument("--run-dir", default="/tmp/lkrig-bench-lk")
+    p.add_argument("--run-dir", default=str(Path(tempfile.gettempdir()) / "lkrig-bench-lk"))
     p.add_argument("--out", default=str(DEFAULT_OUT), help="JSON lines are appended here")
     args = p.parse_args()
     if args.duration < 12:

@@ -3,16 +3,12 @@ the packets it received."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from bench import agentload as al
 from rig import procs
 
 
 def proc_cpu_s(pid: int) -> float:
-    raw = Path(f"/proc/{pid}/stat").read_text()
-    f = raw[raw.rindex(")") + 2:].split()
-    return (int(f[11]) + int(f[12])) / al.CLK_TCK
+    return al.cpu_ticks(pid) / al.CLK_TCK
 
 
 def incoming_packets(metrics_url: str) -> float:

@@ -30,6 +30,7 @@ import math
 import os
 import statistics
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -312,7 +313,7 @@ def parser() -> argparse.ArgumentParser:
                    "starts, on these CPUs (e.g. 0)")
     p.add_argument("--raw", help="append every turn result and driver stats line to this file")
     p.add_argument("--port-offset", type=int, default=4000)
-    p.add_argument("--run-dir", default="/tmp/lkrig-bench")
+    p.add_argument("--run-dir", default=str(Path(tempfile.gettempdir()) / "lkrig-bench"))
     p.add_argument("--out", default=str(DEFAULT_OUT), help="JSON lines are appended here (one per level)")
     return p
 

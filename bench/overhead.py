@@ -8,8 +8,8 @@ concurrent conversations of bench/agentload.py, same seeds, same fixed profile).
 settings alternately, more than once: on a shared machine the run-to-run spread is larger than
 the effect, and --report shows both.
 
-    flock /tmp/lkrig-live.lock .venv/bin/python bench/overhead.py --instrument off,on,off,on
-    flock /tmp/lkrig-live.lock .venv/bin/python bench/overhead.py --instrument bare,on,bare,on
+    .venv/bin/python bench/overhead.py --instrument off,on,off,on
+    .venv/bin/python bench/overhead.py --instrument bare,on,bare,on
     .venv/bin/python bench/overhead.py --report
 """
 
@@ -19,25 +19,26 @@ import argparse
 import asyncio
 import statistics
 import sys
+import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench import agentload as al
+from bench.bare_agent import DELAY_NAMES
 from rig import native
 
 PROFILE = al.fixed_profile(llm_ttft=300, tts_first_byte=150)
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "overhead.jsonl"
 SETTINGS = ("on", "off", "bare")
 BARE_AGENT = "bench.bare_agent"
-BARE_DELAYS = ("stt_final", "llm_ttft", "llm_token", "tts_first_byte")  # PROFILE's tool: no tools
 
 
 async def run(args: argparse.Namespace, instrument: str) -> int:
     env = {"LKRIG_PROFILE_DIR": str(al.write_profiles({"bench_ovh": PROFILE})),
            "AGENT_LOAD_THRESHOLD": "0.99", "LKRIG_INSTRUMENT": instrument,
            # the bare agent's own delays: the profile's, fixed (bench/bare_agent.py)
-           "BARE_AGENT_DELAYS_MS": ",".join(f"{k}={PROFILE[k]:g}" for k in BARE_DELAYS)}
+           "BARE_AGENT_DELAYS_MS": ",".join(f"{k}={PROFILE[k]:g}" for k in DELAY_NAMES)}
     module = BARE_AGENT if instrument == "bare" else native.AGENT_MODULE
     with al.stack(args.port_offset, Path(args.run_dir), env, module) as st, \
             al.WorkerMeter(st.worker_pid) as meter:
@@ -91,7 +92,7 @@ def main() -> int:
     p.add_argument("--warmup", type=float, default=al.Load.warmup,
                    help="seconds before the measurement window opens")
     p.add_argument("--port-offset", type=int, default=12900)
-    p.add_argument("--run-dir", default="/tmp/lkrig-bench-overhead")
+    p.add_argument("--run-dir", default=str(Path(tempfile.gettempdir()) / "lkrig-bench-overhead"))
     p.add_argument("--out", default=str(DEFAULT_OUT), help="JSON lines are appended here")
     p.add_argument("--report", action="store_true", help="print the table of --out and exit")
     args = p.parse_args()

@@ -12,7 +12,7 @@ over the directory, then the text exposition. Its cost is process CPU time
 same run. The goal (#17): folded after 2,000 jobs within 10 % of folded after 10.
 
     .venv/bin/python bench/scrape_cost.py                 # --jobs 10,2000 --scrapes 30
-    .venv/bin/python bench/scrape_cost.py --jobs 2,20 --scrapes 3 --out /tmp/x.jsonl   # seconds
+    .venv/bin/python bench/scrape_cost.py --jobs 2,20 --scrapes 3 --out "$(mktemp)"   # seconds
 """
 
 from __future__ import annotations

@@ -62,7 +62,7 @@ TRACKS_PER_CALL = 4
 CALLERS_PER_LOCUST_WORKER = 500
 LOCUST_DOCS_URL = "https://docs.locust.io/en/2.19.0/running-distributed.html"
 # Series measured with `promtool tsdb dump` on the Prometheus data a bench/overhead.py run left in
-# /tmp/lkrig-bench-overhead (2026-12-06 00:41-00:47 UTC, four fresh stacks, 2 sessions each):
+# its --run-dir (2026-12-06 00:41-00:47 UTC, four fresh stacks, 2 sessions each):
 LIVEKIT_SERIES_PER_NODE = 494 + 65  # the largest node_id's livekit_* series, + go_/process_
 PROMETHEUS_SELF_SERIES = 418  # job prometheus
 # livekit-agents 1.8.9 (livekit/agents/telemetry/metrics.py): lk_agents_proc_initialize_duration_

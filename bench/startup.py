@@ -10,7 +10,7 @@ worker(s)) and measures, from the command's start:
 Then Ctrl-C (SIGINT) stops the stack and the time to a clean exit is measured too. No traffic is
 sent: the first panels with data are the server's and the worker's own gauges.
 
-    flock /tmp/lkrig-live.lock .venv/bin/python bench/startup.py --repeat 2
+    .venv/bin/python bench/startup.py --repeat 2
 """
 
 from __future__ import annotations

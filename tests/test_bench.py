@@ -24,7 +24,8 @@ step, the build on the kept data root (seconds when warm) with the image sizes. 
 whose kept data root is still empty, that build is the first one (minutes); test_compose_images
 then finds it done, as it shares the data root, so the suite pays it once either way.
 
-Run it under the shared lock: flock /tmp/lkrig-live.lock .venv/bin/python -m pytest tests/test_bench.py
+On a shared machine, run it alone (under the machine's shared flock):
+.venv/bin/python -m pytest tests/test_bench.py
 """
 
 from __future__ import annotations

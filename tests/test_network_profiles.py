@@ -17,7 +17,8 @@ engine calls per room.
     hears the end of the caller's speech. The caller-measured latency, with the impairment's
     delays subtracted, is the same for both (the fidelity goal of docs/benchmarks.md: 10 ms at
     p50, 25 ms at p95), and without the subtraction it differs by the delay injected.
-Run the live part under the shared lock: flock /tmp/lkrig-live.lock .venv/bin/python -m pytest ...
+On a shared machine, run the live part alone (under the machine's shared flock):
+.venv/bin/python -m pytest ...
 """
 
 from __future__ import annotations

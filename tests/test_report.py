@@ -4,7 +4,7 @@ Prometheus (Debian's binary, resolved as `rig up --native` does) scrapes
 tests/tools/synthetic_exporter.py for ~35 s while Locust's real CSV writer records a run of
 tests/tools/csv_locustfile.py; then `rig report` runs over that range as a user would, and the
 page is opened in headless Chromium. Port offset 7500 (Prometheus 16590, exporter 16591).
-Run by hand under `flock /tmp/lkrig-live.lock`.
+Run by hand, alone on a shared machine (under its shared flock).
 """
 
 from __future__ import annotations
